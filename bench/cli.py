@@ -1,0 +1,54 @@
+"""The suite's console command ``flexbench``: sub-commands collected from a registry of modules.
+
+Each module listed in ``COMMAND_MODULES`` exposes ``register(subparsers)``, which adds its sub-parser(s) and sets
+``func`` (``func(args) -> int``) as the parser default.  Bad input raises :class:`UserError`, printed as one
+``error:`` line with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from flexiffusion.errors import UserError
+
+COMMAND_MODULES = [
+    "bench.commands.sample",
+    "bench.embedded.commands",
+    "bench.cost.commands",
+    "bench.quality.commands",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flexbench",
+        description="Flexiffusion and training-free diffusion acceleration baselines under one harness.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a sub-package not written yet must not break the others
+            if exc.name and name.startswith(exc.name):
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
