@@ -1,0 +1,53 @@
+"""Registry of diffusers schedulers that the sampler loop runs: DDIM, PLMS (PNDM with skip_prk_steps) and
+DPM-Solver multistep of orders 1-3 (Lu et al. 2022)."""
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from .errors import UserError
+
+SCHEDULERS: dict[str, Callable[[dict], SchedulerMixin]] = {}
+
+
+def register_scheduler(name: str):
+    def deco(fn):
+        if name in SCHEDULERS:
+            raise ValueError(f"scheduler {name!r} registered twice")
+        SCHEDULERS[name] = fn
+        return fn
+    return deco
+
+
+@register_scheduler("ddim")
+def _ddim(config):
+    return DDIMScheduler.from_config(config)
+
+
+@register_scheduler("plms")
+def _plms(config):
+    return PNDMScheduler.from_config(config, skip_prk_steps=True)
+
+
+for _order in (1, 2, 3):
+    register_scheduler(f"dpm{_order}")(
+        lambda config, _o=_order: DPMSolverMultistepScheduler.from_config(config, solver_order=_o))
+
+
+def make_scheduler(name: str, config: dict, num_inference_steps: int, device=None) -> SchedulerMixin:
+    """A fresh scheduler ``name`` built from a model's scheduler ``config`` with its grid set."""
+    if name not in SCHEDULERS:
+        raise UserError(f"unknown scheduler {name!r}: choose one of {', '.join(sorted(SCHEDULERS))}")
+    if num_inference_steps < 1:
+        raise UserError(f"number of inference steps must be >= 1, got {num_inference_steps}")
+    scheduler = SCHEDULERS[name](dict(config))
+    scheduler.set_timesteps(num_inference_steps, device=device)
+    return scheduler
+
+
+def accepts(scheduler: SchedulerMixin, argument: str) -> bool:
+    """Whether ``scheduler.step`` takes keyword ``argument`` (e.g. ``eta``, ``generator``)."""
+    return argument in inspect.signature(scheduler.step).parameters
