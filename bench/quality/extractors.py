@@ -36,7 +36,7 @@ class ExtractorSpec:
 
 KNOWN_EXTRACTORS: dict[str, ExtractorSpec] = {
     "inception-v3-compat": ExtractorSpec(in_channels=3, weights_files=INCEPTION_WEIGHTS),
-    "digits-cnn": ExtractorSpec(in_channels=1, module="bench.embedded.extractor"),
+    "digits-cnn": ExtractorSpec(module="bench.embedded.extractor"),  # takes 1 or 3 channels itself
 }
 
 

@@ -88,7 +88,7 @@ class FolderImages(ImageSet):
 
         with Image.open(self.files[i]) as im:
             im = im.convert("L" if self.shape[0] == 1 else "RGB")
-            arr = np.asarray(im, dtype=np.uint8)
+            arr = np.array(im, dtype=np.uint8)
         arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(arr))
 

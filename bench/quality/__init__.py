@@ -1,0 +1,23 @@
+"""Quality metrics: FID / KID / precision-recall / IS (torch-fidelity), rFID against a cached teacher, CLIP score,
+class consistency, pixel MSE and Kendall's tau; all in one registry (:mod:`bench.quality.registry`).
+
+Heavy libraries (torch-fidelity, open_clip, scipy) are imported on first use, not here.
+"""
+from .cache import Cache, cache_dir
+from .class_consistency import class_consistency
+from .clip_score import ClipScorer, clip_score
+from .extractors import DEFAULT_EXTRACTOR, Extractor, available_extractors
+from .features import FeatureSet, fid_statistics
+from .fidelity import fid_from_statistics, fidelity, fidelity_from_features
+from .images import ImageSet, as_images
+from .pixel import mse
+from .ranking import kendall_tau
+from .registry import compute, get_metric, register_metric
+from .rfid import RelativeFID, TeacherSpec, teacher_plan
+
+__all__ = [
+    "Cache", "cache_dir", "class_consistency", "ClipScorer", "clip_score", "DEFAULT_EXTRACTOR", "Extractor",
+    "available_extractors", "FeatureSet", "fid_statistics", "fid_from_statistics", "fidelity",
+    "fidelity_from_features", "ImageSet", "as_images", "mse", "kendall_tau", "compute", "get_metric",
+    "register_metric", "RelativeFID", "TeacherSpec", "teacher_plan",
+]

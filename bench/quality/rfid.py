@@ -1,0 +1,153 @@
+"""Relative FID (rFID) of Flexiffusion, Sec. 4.3: FID between a candidate's images and the teacher's.
+
+The teacher is the unaccelerated model on the same base grid (the all-full plan).  It generates its images once
+per :class:`TeacherSpec` key (model, weights, scheduler, grid length, seeds, guidance); images, features and FID
+statistics are cached on disk.  Image ``i`` of teacher and candidate comes from the same seed, so the image
+generator (``plan -> uint8 NCHW images``) must close over the seeds of the spec; the real one is
+``lambda plan: bench.generate.generate_images(bundle, plan, seeds, scheduler, batch_size)``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from flexiffusion.errors import UserError
+
+from .cache import Cache, stable_hash
+from .extractors import DEFAULT_EXTRACTOR, Extractor
+from .features import FeatureSet
+from .fidelity import MIN_IMAGES, fid_from_statistics
+from .images import ImageSet, as_images, check_same_kind
+from .pixel import mse
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """What the teacher's images depend on; its hash keys the cache.  ``n_images`` is ``len(seeds)``."""
+
+    model_id: str
+    weights_hash: str
+    scheduler: str
+    grid_length: int
+    seeds: tuple[int, ...]
+    guidance: float | None = None
+    extra: dict = field(default_factory=dict)  # anything else the images depend on (prompts, class labels, ...)
+
+    def __post_init__(self):
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        if len(set(self.seeds)) != len(self.seeds):
+            raise UserError("rFID teacher: seeds must be distinct (one seed per image)")
+        if len(self.seeds) < MIN_IMAGES["fid"]:
+            raise UserError(f"rFID needs at least {MIN_IMAGES['fid']} images (seeds); got {len(self.seeds)}")
+
+    @property
+    def n_images(self) -> int:
+        return len(self.seeds)
+
+    def key(self) -> dict:
+        d = asdict(self)
+        d["seeds"] = stable_hash(list(self.seeds))  # the key stays short; the hash covers order and values
+        d["n_images"] = self.n_images
+        return d
+
+    @property
+    def label(self) -> str:
+        return f"teacher-{self.model_id}-{self.scheduler}{self.grid_length}-{self.n_images}"
+
+
+def teacher_plan(grid_length: int):
+    """The teacher's plan: every step of the base grid a full step."""
+    from flexiffusion.schedule import Plan
+
+    return Plan.full(grid_length, name="teacher")
+
+
+class RelativeFID:
+    """rFID (and pixel MSE) of candidates against a cached teacher; stages: sample -> features -> distance."""
+
+    def __init__(self, generate: Callable[[Any], torch.Tensor], teacher: TeacherSpec, *,
+                 extractor: str | Extractor = DEFAULT_EXTRACTOR, weights_path=None, plan=None,
+                 batch_size: int = 64, cuda: bool | None = None, cache_dir=None, cache: bool = True,
+                 value_range=(0.0, 1.0)):
+        self.generate, self.teacher = generate, teacher
+        self.extractor = extractor if isinstance(extractor, Extractor) else Extractor(extractor, weights_path, cuda)
+        self.layer = self.extractor.layer_for("fid")
+        if self.layer is None:
+            raise UserError(f"feature extractor {self.extractor.name!r} provides no FID layer")
+        self.plan = plan
+        self.batch_size, self.value_range = batch_size, value_range
+        self.store = Cache(cache_dir, enabled=cache)
+        self._teacher_images: ImageSet | None = None
+        self._teacher_features: FeatureSet | None = None
+        self.timings: dict[str, float] = {}  # seconds of the stages of the last __call__
+
+    @property
+    def n_images(self) -> int:
+        return self.teacher.n_images
+
+    def _check(self, images: torch.Tensor, who: str) -> ImageSet:
+        out = as_images(images, who, self.value_range)
+        if out.n != self.n_images:
+            raise UserError(f"{who}: the generator returned {out.n} images for {self.n_images} seeds")
+        return out
+
+    def teacher_images(self) -> ImageSet:
+        """The teacher's images: generated on the first call for this key, then read from the cache."""
+        if self._teacher_images is None:
+            key = self.teacher.key()
+            images = self.store.load("teacher-images", key, self.teacher.label)
+            if images is None:
+                plan = self.plan if self.plan is not None else teacher_plan(self.teacher.grid_length)
+                images = self._check(self.generate(plan), "teacher").tensor()  # validated before it is cached
+                self.store.save("teacher-images", key, images, self.teacher.label)
+            self._teacher_images = as_images(images, "teacher")
+        return self._teacher_images
+
+    def teacher_features(self) -> FeatureSet:
+        if self._teacher_features is None:
+            self._teacher_features = FeatureSet(self.teacher_images(), self.extractor, [self.layer],
+                                                source=f"{self.teacher.label}-{stable_hash(self.teacher.key())}",
+                                                cache=self.store, batch_size=self.batch_size)
+        return self._teacher_features
+
+    def sample(self, plan) -> ImageSet:
+        """Stage 1: the candidate's images (same seeds as the teacher)."""
+        images = self._check(self.generate(plan), "candidate")
+        check_same_kind(images, self.teacher_images())
+        return images
+
+    def features(self, images: ImageSet) -> FeatureSet:
+        """Stage 2: the candidate's features (in memory; a candidate is evaluated once)."""
+        fs = FeatureSet(images, self.extractor, [self.layer], batch_size=self.batch_size)
+        fs.features(self.layer)
+        return fs
+
+    def distance(self, fs: FeatureSet) -> dict:
+        """Stage 3: rFID against the teacher's cached statistics, and pixel MSE against its images."""
+        teacher = self.teacher_features()
+        out = {"rfid": fid_from_statistics(fs.statistics(self.layer), teacher.statistics(self.layer))}
+        out["mse"] = mse(fs.images, self.teacher_images())["mse"]
+        out["n_images"] = fs.n
+        return out
+
+    def score_images(self, images) -> dict:
+        """rFID of images already generated from the teacher's seeds (e.g. by another harness)."""
+        images = self._check(images, "candidate") if not isinstance(images, ImageSet) else images
+        check_same_kind(images, self.teacher_images())
+        return self.distance(self.features(images))
+
+    def __call__(self, plan) -> dict:
+        """``{"rfid", "mse", "n_images"}`` of the candidate ``plan``; stage times in ``self.timings``."""
+        self.teacher_features().statistics(self.layer)  # teacher work is never counted as the candidate's
+        t0 = time.perf_counter()
+        images = self.sample(plan)
+        t1 = time.perf_counter()
+        fs = self.features(images)
+        t2 = time.perf_counter()
+        out = self.distance(fs)
+        t3 = time.perf_counter()
+        self.timings = {"sampling_s": t1 - t0, "features_s": t2 - t1, "distance_s": t3 - t2}
+        return out

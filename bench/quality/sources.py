@@ -1,0 +1,40 @@
+"""Named image sources of real data, usable wherever a folder is (``--input2 digits-train``).
+
+A named source is cached under its name: its reference features and FID statistics are computed once.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from flexiffusion.errors import UserError
+
+from .images import ImageSet, as_images
+
+
+def _digits(split: str) -> Callable[[], torch.Tensor]:
+    def load() -> torch.Tensor:
+        from bench.embedded.data import load_split_uint8
+
+        return load_split_uint8(split)[0]
+
+    return load
+
+
+SOURCES: dict[str, Callable[[], torch.Tensor]] = {
+    "digits-train": _digits("train"),
+    "digits-heldout": _digits("heldout"),
+    "digits-all": _digits("all"),
+}
+
+
+def resolve_input(spec: str | os.PathLike, name: str) -> tuple[ImageSet, str]:
+    """(images, cache label) of a named source or a folder of images."""
+    if str(spec) in SOURCES:
+        return as_images(SOURCES[str(spec)](), name), str(spec)
+    if Path(spec).is_dir():
+        return as_images(spec, name), f"folder-{Path(spec).resolve().name}"
+    raise UserError(f"{name}: {spec} is neither a folder of images nor a named source ({', '.join(SOURCES)})")
