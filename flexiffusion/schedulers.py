@@ -37,8 +37,24 @@ for _order in (1, 2, 3):
         lambda config, _o=_order: DPMSolverMultistepScheduler.from_config(config, solver_order=_o))
 
 
+# PLMS (PNDM with skip_prk_steps) evaluates the model once more than its number of inference steps: its grid
+# repeats one timestep to bootstrap the linear multistep history.
+EXTRA_GRID_STEPS = {"plms": 1}
+
+
+def grid_length(name: str, num_inference_steps: int) -> int:
+    """Length of the timestep grid (= plan length) of scheduler ``name`` at ``num_inference_steps``."""
+    return num_inference_steps + EXTRA_GRID_STEPS.get(name, 0)
+
+
+def make_scheduler_for_grid(name: str, config: dict, length: int, device=None) -> SchedulerMixin:
+    """A fresh scheduler whose grid has ``length`` timesteps (the length of the plan it will run)."""
+    return make_scheduler(name, config, length - EXTRA_GRID_STEPS.get(name, 0), device)
+
+
 def make_scheduler(name: str, config: dict, num_inference_steps: int, device=None) -> SchedulerMixin:
-    """A fresh scheduler ``name`` built from a model's scheduler ``config`` with its grid set."""
+    """A fresh scheduler ``name`` built from a model's scheduler ``config`` with its grid set
+    (``len(scheduler.timesteps) == grid_length(name, num_inference_steps)``)."""
     if name not in SCHEDULERS:
         raise UserError(f"unknown scheduler {name!r}: choose one of {', '.join(sorted(SCHEDULERS))}")
     if num_inference_steps < 1:

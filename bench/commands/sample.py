@@ -1,0 +1,117 @@
+"""``flexbench sample``: run one plan on one model and write the images (PNG) — the engine's front door."""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from flexiffusion.errors import UserError
+from flexiffusion.schedule import Plan
+from flexiffusion.schedulers import SCHEDULERS
+from flexiffusion.seeds import parse_seeds
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    from bench.models import LOADERS
+
+    p.add_argument("--model", default="embedded", choices=sorted(LOADERS), help="model kind (default: embedded)")
+    p.add_argument("--weights", default=None, help="local diffusers folder or hub id in the HF cache (real models)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+
+
+def add_plan_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=100, help="base grid length (default 100)")
+    p.add_argument("--scheduler", default="ddim", choices=sorted(SCHEDULERS))
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--plan", help="plan JSON text or a path to a JSON file ({'steps': ['f', 'p3', 'n', ...]})")
+    g.add_argument("--uniform", metavar="INTERVAL,BRANCH", help="DeepCache-like uniform plan, e.g. 5,2")
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available: use --device cpu")
+    return device
+
+
+def plan_from_args(args) -> Plan:
+    if args.plan:
+        text = args.plan
+        if not text.lstrip().startswith("{"):
+            path = Path(text)
+            if not path.is_file():
+                raise UserError(f"plan file {text!r} not found: pass a JSON file or JSON text")
+            text = path.read_text()
+        plan = Plan.from_json(text)
+    elif args.uniform:
+        try:
+            interval, branch = (int(v) for v in args.uniform.split(","))
+        except ValueError:
+            raise UserError(f"malformed --uniform {args.uniform!r}: use INTERVAL,BRANCH, e.g. 5,2") from None
+        plan = Plan.uniform(args.steps, interval, branch)
+    else:
+        plan = Plan.full(args.steps)
+    return plan.validate(grid_length=args.steps if not args.plan else None)
+
+
+def write_pngs(images, seeds, out: Path) -> None:
+    """Write ``images`` (uint8 NCHW) as out/seed-XXXXXX.png, atomically: all files or none."""
+    from PIL import Image
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for img, seed in zip(images, seeds):
+            arr = img.permute(1, 2, 0).numpy()
+            Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(tmp / f"seed-{seed:06d}.png")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def run(args) -> int:
+    from bench.generate import generate_images
+    from bench.models import load_model
+
+    plan = plan_from_args(args)
+    seeds = parse_seeds(args.seeds)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise UserError(f"output folder {out} is not empty: choose another --out or pass --overwrite")
+    bundle = load_model(args.model, args.weights, device=resolve_device(args.device))
+    prompts = None
+    if bundle.conditioning == "text":
+        if not args.prompt:
+            raise UserError("this model is text-conditional: pass --prompt TEXT")
+        prompts = [args.prompt] * len(seeds)
+    images = generate_images(bundle, plan, seeds, scheduler=args.scheduler, prompts=prompts,
+                             guidance_scale=args.guidance, batch_size=args.batch_size)
+    write_pngs(images, seeds, out)
+    print(f"wrote {len(seeds)} images to {out} (plan {plan.name or plan.digest()}: NFE {plan.nfe}/{len(plan)})")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sample", help="generate images with a plan (full / partial / null steps)",
+                       description="Generate images with any plan on any model; one PNG per seed.")
+    add_model_arguments(p)
+    add_plan_arguments(p)
+    p.add_argument("--seeds", default="0-15", help="per-sample seeds, e.g. 0-999 or 1,5,7 (default 0-15)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: none)")
+    p.add_argument("--prompt", default=None, help="prompt for text-to-image models")
+    p.add_argument("--out", required=True, help="output folder for the PNGs")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.set_defaults(func=run)
