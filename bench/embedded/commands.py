@@ -1,0 +1,87 @@
+"""``flexbench embedded-train`` and ``flexbench embedded-gates``: train the embedded model, measure its quality gates."""
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from flexiffusion.errors import UserError
+
+TRAIN_COMMAND = "flexbench embedded-train --out runs/embedded --install"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "embedded-train",
+        help="train the embedded digits model and classifier (CPU; resumable)",
+        description="Train the digit classifier and the class-conditional 16x16 DDPM on sklearn digits. "
+                    "Re-running with the same --out resumes from OUT/checkpoint.pt. The result is written to "
+                    "OUT/weights; --install then copies it into bench/embedded/weights.",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output directory (checkpoints, final weights)")
+    p.add_argument("--steps", type=int, default=None, help="diffusion training steps (default 6000)")
+    p.add_argument("--batch-size", type=int, default=None, help="diffusion batch size (default 64)")
+    p.add_argument("--classifier-epochs", type=int, default=None, help="classifier epochs (default 30)")
+    p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 250)")
+    p.add_argument("--install", action="store_true", help="copy OUT/weights into bench/embedded/weights when done")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+    g = subparsers.add_parser(
+        "embedded-gates",
+        help="measure the embedded model's quality gates and record them in its manifest",
+    )
+    g.add_argument("--n", type=int, default=1000, help="number of samples per gate (default 1000)")
+    g.add_argument("--steps", type=int, default=100, help="DDIM steps, eta 0 (default 100)")
+    g.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale of the conditional gate (default 3)")
+    g.add_argument("--seed", type=int, default=0, help="first per-sample seed (default 0)")
+    g.add_argument("--batch-size", type=int, default=250, help="sampling batch size (default 250)")
+    g.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    g.add_argument("--weights", type=Path, default=None, help="weights folder (default: the shipped one)")
+    g.add_argument("--grid", type=Path, default=Path("docs/embedded_samples.png"), help="sample grid PNG path")
+    g.add_argument("--no-record", action="store_true", help="do not write the figures into the manifest")
+    g.set_defaults(func=run_gates)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from bench.embedded.train import TrainConfig, install_weights, train
+
+    cfg = TrainConfig()
+    for name in ("steps", "batch_size", "classifier_epochs", "seed", "checkpoint_every"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 0 or (value == 0 and name in ("batch_size", "checkpoint_every")):
+                raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+            setattr(cfg, name, value)
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} exists and is not a directory")
+    command = _train_command_line(args)
+    weights = train(args.out, cfg, command=command, threads=args.threads, progress=not args.no_progress)
+    print(f"weights written to {weights}")
+    if args.install:
+        dst = install_weights(weights)
+        print(f"installed into {dst}")
+    return 0
+
+
+def _train_command_line(args: argparse.Namespace) -> str:
+    """The exact command that reproduces this run (recorded in the manifest)."""
+    parts = ["flexbench", "embedded-train", "--out", str(args.out)]
+    for name in ("steps", "batch_size", "classifier_epochs", "seed", "checkpoint_every"):
+        value = getattr(args, name)
+        if value is not None:
+            parts += [f"--{name.replace('_', '-')}", str(value)]
+    parts += ["--threads", str(args.threads)]
+    if args.install:
+        parts.append("--install")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def run_gates(args: argparse.Namespace) -> int:
+    from bench.embedded.gates import run_gates as _run
+
+    return _run(args)

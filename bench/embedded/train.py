@@ -1,0 +1,253 @@
+"""Training of the embedded model: the digit classifier, then a class-conditional DDPM (epsilon prediction) with
+10% label dropout to the null class, so one checkpoint serves unconditional sampling and classifier-free guidance.
+
+Layout of the output directory ``OUT``::
+
+    OUT/classifier.safetensors     stage 1 (skipped on restart if present)
+    OUT/checkpoint.pt              stage 2, written atomically every ``checkpoint_every`` steps: model, EMA, optimizer,
+                                   step, data/noise RNG state, accumulated training time; a restart continues from it
+    OUT/weights/                   the final artefacts (unet/, scheduler/, classifier.safetensors, manifest.json),
+                                   built in a temporary folder and renamed into place in one step
+
+``install_weights`` copies ``OUT/weights`` into the package (``bench/embedded/weights``), also by rename.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bench.embedded import data as embedded_data
+from bench.embedded.classifier import DigitClassifier, accuracy, train_classifier
+from bench.embedded.unet import NULL_CLASS, SCHEDULER_CONFIG, build_scheduler, build_unet, count_params
+
+PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "weights"
+WEIGHT_FILES = (
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "scheduler/scheduler_config.json",
+    "classifier.safetensors",
+)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 6000
+    batch_size: int = 64
+    lr: float = 8e-4
+    warmup: int = 200
+    final_lr_fraction: float = 0.1
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    label_dropout: float = 0.1
+    classifier_epochs: int = 30
+    seed: int = 0
+    checkpoint_every: int = 250
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to ``final_lr_fraction * lr`` at ``cfg.steps``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    f = cfg.final_lr_fraction
+    return cfg.lr * (f + (1 - f) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
+    """EMA with the usual warm-up ``min(decay, (1 + step) / (10 + step))`` so early weights do not dominate."""
+    d = min(decay, (1 + step) / (10 + step))
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1 - d)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
+
+
+def stage_classifier(out: Path, cfg: TrainConfig, progress: bool) -> tuple[DigitClassifier, float]:
+    from safetensors.torch import load_file, save_file
+
+    path = out / "classifier.safetensors"
+    x_tr, y_tr = embedded_data.load_split("train")
+    x_he, y_he = embedded_data.load_split("heldout")
+    if path.exists():
+        model = DigitClassifier()
+        model.load_state_dict(load_file(str(path)))
+        model.eval()
+    else:
+        model = train_classifier(x_tr, y_tr, epochs=cfg.classifier_epochs, seed=cfg.seed, progress=progress)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        os.replace(tmp, path)
+    return model, accuracy(model, x_he, y_he)
+
+
+def stage_diffusion(out: Path, cfg: TrainConfig, progress: bool) -> tuple[torch.nn.Module, dict]:
+    """Train (or resume) the U-Net; returns the EMA model and the checkpoint's bookkeeping."""
+    import copy
+
+    from tqdm.auto import tqdm
+
+    x_tr, y_tr = embedded_data.load_split("train")
+    torch.manual_seed(cfg.seed)  # decides the initial weights
+    model = build_unet()
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # batches, timesteps, noise, label dropout
+    step, elapsed, losses = 0, 0.0, []
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        opt.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        step, elapsed, losses = ckpt["step"], ckpt["elapsed_s"], ckpt.get("losses", [])
+
+    def save_checkpoint() -> None:
+        _atomic_torch_save(
+            dict(model=model.state_dict(), ema=ema.state_dict(), optimizer=opt.state_dict(), generator=gen.get_state(),
+                 torch_rng=torch.get_rng_state(), step=step, elapsed_s=elapsed, losses=losses, config=asdict(cfg)),
+            ckpt_path,
+        )
+
+    scheduler = build_scheduler()
+    alphas_cumprod = scheduler.alphas_cumprod.float()
+    n = x_tr.shape[0]
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=step, desc="diffusion", unit="step", disable=not progress)
+    running = None
+    while step < cfg.steps:
+        t0 = time.perf_counter()
+        idx = torch.randint(0, n, (cfg.batch_size,), generator=gen)
+        x0, labels = x_tr[idx], y_tr[idx].clone()
+        drop = torch.rand(cfg.batch_size, generator=gen) < cfg.label_dropout
+        labels[drop] = NULL_CLASS
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        a = alphas_cumprod[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        loss = F.mse_loss(model(xt, t, class_labels=labels).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        ema_update(ema, model, step, cfg.ema_decay)
+        step += 1
+        elapsed += time.perf_counter() - t0
+        running = loss.item() if running is None else 0.99 * running + 0.01 * loss.item()
+        if step % 50 == 0:
+            losses.append((step, running))
+        bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr_at(step - 1, cfg):.1e}")
+        bar.update(1)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save_checkpoint()
+    bar.close()
+    if not ckpt_path.exists():  # steps already reached with no checkpoint (steps=0): keep the layout uniform
+        save_checkpoint()
+    return ema.eval(), dict(step=step, elapsed_s=elapsed, final_loss=running, losses=losses)
+
+
+def write_weights(out: Path, unet: torch.nn.Module, classifier_path: Path, manifest: dict) -> Path:
+    """Write ``out/weights`` atomically: build in a temporary sibling folder, then rename over the old one."""
+    final = out / "weights"
+    tmp = Path(tempfile.mkdtemp(prefix=".weights-", dir=out))
+    unet.save_pretrained(str(tmp / "unet"), safe_serialization=True)
+    build_scheduler().save_pretrained(str(tmp / "scheduler"))
+    shutil.copyfile(classifier_path, tmp / "classifier.safetensors")
+    manifest = dict(manifest)
+    manifest["files"] = {name: sha256_file(tmp / name) for name in WEIGHT_FILES}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    _replace_dir(tmp, final)
+    return final
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``; an old ``dst`` is moved aside first and deleted after (two renames, no copy)."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}-old-{os.getpid()}")
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def install_weights(src: Path, dst: Path = PACKAGE_WEIGHTS) -> Path:
+    """Copy a finished ``OUT/weights`` folder into the package (copied next to ``dst``, then renamed)."""
+    src = Path(src)
+    if not (src / "manifest.json").exists():
+        raise FileNotFoundError(f"{src} has no manifest.json: not a finished weights folder")
+    staging = Path(tempfile.mkdtemp(prefix=".weights-", dir=dst.parent))
+    shutil.rmtree(staging)
+    shutil.copytree(src, staging)
+    _replace_dir(staging, dst)
+    return dst
+
+
+def train(out: Path, cfg: TrainConfig, command: str, threads: int | None = None, progress: bool = True) -> Path:
+    """The whole embedded training: classifier, diffusion model, final artefacts with manifest. Returns weights dir."""
+    import diffusers
+    import sklearn
+
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    t0 = time.perf_counter()
+    classifier, heldout_acc = stage_classifier(out, cfg, progress)
+    classifier_s = time.perf_counter() - t0
+    ema, info = stage_diffusion(out, cfg, progress)
+    manifest = dict(
+        description="Embedded default model: class-conditional DDPM on sklearn digits (16x16x1) + digits-cnn classifier",
+        command=command,
+        data=dict(
+            source="sklearn.datasets.load_digits (8x8, 0..16), bilinear upsampling to 16x16, scaled to [-1, 1]",
+            split="train_test_split(test_size=0.2, stratify=y, random_state=0)",
+            n_train=embedded_data.N_TRAIN, n_heldout=embedded_data.N_HELDOUT,
+            diffusion_trained_on="train", classifier_trained_on="train",
+        ),
+        seeds=dict(init=cfg.seed, data_and_noise=cfg.seed + 1, classifier=cfg.seed),
+        train_config=asdict(cfg),
+        unet=dict(params=count_params(ema), null_class=NULL_CLASS, ema_decay=cfg.ema_decay),
+        scheduler=SCHEDULER_CONFIG,
+        steps=info["step"],
+        training_time_s=dict(diffusion=round(info["elapsed_s"], 1), classifier_this_run=round(classifier_s, 1)),
+        final_loss=info["final_loss"],
+        loss_curve=info["losses"],
+        classifier_heldout_accuracy=heldout_acc,
+        environment=dict(torch=torch.__version__, diffusers=diffusers.__version__, sklearn=sklearn.__version__,
+                         python=platform.python_version(), threads=torch.get_num_threads(),
+                         machine=platform.machine()),
+        quality=None,
+    )
+    return write_weights(out, ema, out / "classifier.safetensors", manifest)

@@ -1,0 +1,188 @@
+"""The embedded default: data split, U-Net config, shipped weights (sha256), classifier, digits-cnn extractor,
+and the resumable training command on a tiny schedule."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from bench.embedded import data as D
+from bench.embedded.unet import NULL_CLASS, SCHEDULER_CONFIG, UNET_CONFIG, build_unet, count_params
+from flexiffusion.errors import UserError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# --- data -------------------------------------------------------------------------------------------------------
+
+def test_split_sizes_stratified_disjoint():
+    x_tr, y_tr = D.load_split("train")
+    x_he, y_he = D.load_split("heldout")
+    assert x_tr.shape == (D.N_TRAIN, 1, 16, 16) == (1437, 1, 16, 16)
+    assert x_he.shape == (D.N_HELDOUT, 1, 16, 16) == (360, 1, 16, 16)
+    assert x_tr.dtype == torch.float32 and x_tr.min() >= -1 and x_tr.max() <= 1
+    assert x_tr.min() == -1 and x_tr.max() == 1
+    assert torch.bincount(y_he, minlength=10).tolist() == [36, 36, 35, 37, 36, 37, 36, 36, 35, 36]
+    _, _, tr_idx, he_idx = D._all_digits()
+    assert len(set(tr_idx) & set(he_idx)) == 0 and len(tr_idx) + len(he_idx) == D.N_TOTAL
+
+
+def test_split_deterministic_and_uint8():
+    x1, y1 = D.load_split("train")
+    D._all_digits.cache_clear()
+    x2, y2 = D.load_split("train")
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    u, _ = D.load_split_uint8("heldout")
+    assert u.dtype == torch.uint8 and u.shape == (360, 1, 16, 16)
+    assert (D.from_uint8(u) - D.load_split("heldout")[0]).abs().max() <= 1 / 127.5 + 1e-6
+    ds = D.Uint8Images(u)
+    assert len(ds) == 360 and torch.is_tensor(ds[0]) and ds[0].dtype == torch.uint8
+    with pytest.raises(ValueError):
+        D.load_split("test")
+
+
+# --- U-Net config -----------------------------------------------------------------------------------------------
+
+def test_unet_config():
+    assert len(UNET_CONFIG["block_out_channels"]) >= 3
+    assert UNET_CONFIG["layers_per_block"] == 2
+    assert any("Attn" in b for b in UNET_CONFIG["down_block_types"])
+    assert any("Attn" in b for b in UNET_CONFIG["up_block_types"])
+    assert UNET_CONFIG["num_class_embeds"] == 11 and NULL_CLASS == 10
+    unet = build_unet()
+    assert 1_000_000 <= count_params(unet) <= 3_000_000
+    assert SCHEDULER_CONFIG["num_train_timesteps"] == 1000 and SCHEDULER_CONFIG["beta_schedule"] == "linear"
+    assert (SCHEDULER_CONFIG["beta_start"], SCHEDULER_CONFIG["beta_end"]) == (1e-4, 0.02)
+    assert SCHEDULER_CONFIG["prediction_type"] == "epsilon"
+    # branch structure as DDPM CIFAR: conv_in + 3 skips per down block but the last (2)
+    skips = 1 + sum(len(b.resnets) + (1 if b.downsamplers else 0) for b in unet.down_blocks)
+    assert skips == 1 + 3 + 3 + 2
+
+
+# --- shipped weights --------------------------------------------------------------------------------------------
+
+def test_shipped_weights_load_and_verify():
+    from bench.embedded.loader import load_embedded
+
+    m = load_embedded(verify=True)
+    assert not m.unet.training and not m.classifier.training
+    assert set(m.manifest["files"]) >= {"unet/diffusion_pytorch_model.safetensors", "classifier.safetensors"}
+    assert m.scheduler_config["num_train_timesteps"] == 1000
+    with torch.no_grad():
+        out = m.unet(torch.randn(2, 1, 16, 16), 10, class_labels=torch.tensor([3, NULL_CLASS])).sample
+    assert out.shape == (2, 1, 16, 16) and torch.isfinite(out).all()
+
+
+def test_corrupted_or_missing_weights_raise_user_error(tmp_path):
+    from bench.embedded.loader import WEIGHTS_DIR, load_classifier, load_embedded
+
+    copy = tmp_path / "weights"
+    shutil.copytree(WEIGHTS_DIR, copy)
+    target = copy / "unet" / "diffusion_pytorch_model.safetensors"
+    raw = bytearray(target.read_bytes())
+    raw[-10] ^= 0xFF
+    target.write_bytes(bytes(raw))
+    with pytest.raises(UserError, match=r"diffusion_pytorch_model\.safetensors.*corrupted.*embedded-train"):
+        load_embedded(verify=True, weights_dir=copy)
+    (copy / "classifier.safetensors").unlink()
+    with pytest.raises(UserError, match=r"classifier\.safetensors is missing.*embedded-train"):
+        load_classifier(copy)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(UserError, match=r"manifest\.json is missing"):
+        load_embedded(verify=False, weights_dir=copy)
+
+
+def test_shipped_classifier_heldout_accuracy():
+    from bench.embedded.classifier import accuracy
+    from bench.embedded.loader import load_classifier
+
+    clf = load_classifier()
+    x, y = D.load_split("heldout")
+    assert accuracy(clf, x, y) >= 0.97
+    u, _ = D.load_split_uint8("heldout")
+    assert accuracy(clf, u, y) >= 0.97  # uint8 input handled
+
+
+# --- extractor --------------------------------------------------------------------------------------------------
+
+def test_extractor_registered_and_metrics():
+    import torch_fidelity
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    from bench.embedded.extractor import FeatureExtractorDigitsCNN, ensure_registered
+
+    assert ensure_registered() == "digits-cnn" and ensure_registered() == "digits-cnn"  # idempotent
+    assert FEATURE_EXTRACTORS_REGISTRY["digits-cnn"] is FeatureExtractorDigitsCNN
+    u, _ = D.load_split_uint8("heldout")
+    a, b = D.Uint8Images(u[:180]), D.Uint8Images(u[180:])
+    kw = dict(feature_extractor="digits-cnn", cuda=False, verbose=False, save_cpu_ram=True)
+    same = torch_fidelity.calculate_metrics(input1=a, input2=a, fid=True, **kw)
+    assert abs(same["frechet_inception_distance"]) < 1e-6
+    m = torch_fidelity.calculate_metrics(input1=a, input2=b, fid=True, isc=True, prc=True, kid=True,
+                                         kid_subset_size=100, **kw)
+    assert m["frechet_inception_distance"] > 0 and m["inception_score_mean"] > 5  # 10 balanced, confident classes
+    assert 0 <= m["precision"] <= 1 and 0 <= m["recall"] <= 1
+
+
+def test_extractor_input_forms():
+    from bench.embedded.extractor import FeatureExtractorDigitsCNN
+
+    fe = FeatureExtractorDigitsCNN("digits-cnn", ["features", "logits_unbiased"])
+    u, _ = D.load_split_uint8("heldout")
+    u = u[:8]
+    f1, l1 = fe(u)
+    assert f1.shape == (8, 128) and l1.shape == (8, 10)
+    f3, _ = fe(u.repeat(1, 3, 1, 1))  # RGB grey images: same features
+    assert torch.allclose(f1, f3, atol=1e-5)
+    with pytest.raises(Exception):
+        fe(D.from_uint8(u))  # float input is not what torch-fidelity hands over
+
+
+# --- training command -------------------------------------------------------------------------------------------
+
+def test_train_command_tiny_and_resume(tmp_path):
+    from bench.cli import main
+    from bench.embedded.loader import load_embedded
+    from bench.embedded.train import install_weights
+
+    out = tmp_path / "run"
+    base = ["embedded-train", "--out", str(out), "--batch-size", "4", "--classifier-epochs", "1",
+            "--checkpoint-every", "2", "--no-progress"]
+    assert main(base + ["--steps", "3"]) == 0
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 3
+    m3 = json.loads((out / "weights" / "manifest.json").read_text())
+    assert m3["steps"] == 3 and "--steps 3" in m3["command"]
+    clf_mtime = (out / "classifier.safetensors").stat().st_mtime_ns
+
+    assert main(base + ["--steps", "5"]) == 0  # resumes at step 3
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 5 and (out / "classifier.safetensors").stat().st_mtime_ns == clf_mtime
+    model = load_embedded(verify=True, weights_dir=out / "weights")
+    assert model.manifest["steps"] == 5
+
+    # an uninterrupted 5-step run gives the same weights as 3 + resume to 5
+    straight = tmp_path / "straight"
+    assert main(["embedded-train", "--out", str(straight), "--batch-size", "4", "--classifier-epochs", "1",
+                 "--checkpoint-every", "2", "--no-progress", "--steps", "5"]) == 0
+    a = torch.load(out / "checkpoint.pt", weights_only=False)["ema"]
+    b = torch.load(straight / "checkpoint.pt", weights_only=False)["ema"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    dst = install_weights(out / "weights", tmp_path / "installed")
+    load_embedded(verify=True, weights_dir=dst)
+
+
+def test_train_command_bad_input(tmp_path):
+    from bench.cli import main
+
+    assert main(["embedded-train", "--out", str(tmp_path), "--batch-size", "0"]) == 2
+    assert main(["embedded-train", "--out", str(tmp_path), "--threads", "0"]) == 2
