@@ -303,3 +303,17 @@ def test_inception_without_its_weights_names_the_file(_cache, monkeypatch, tmp_p
 def test_fewer_images_than_feature_dimensions_warns_that_fid_is_biased():
     with pytest.warns(UserWarning, match=f"10 images in {FEATURE_DIM} feature dimensions.*more than {FEATURE_DIM}"):
         assert fidelity(A[:10], B[:10], extractor=EX, cache=False)["fid"] > 0
+
+
+def test_rfid_for_a_bundle_uses_the_real_generator_with_the_teachers_seeds():
+    pytest.importorskip("bench.generate", reason="bench.generate (harness sampling) not importable")
+    from bench.models import load_model
+    from flexiffusion.schedule import Plan
+
+    rfid = RelativeFID.for_bundle(load_model("tiny-ddpm"), range(6), 3, extractor=EX)
+    assert rfid.teacher.model_id == "tiny-ddpm" and rfid.teacher.grid_length == 3
+    same = rfid(Plan.full(3))
+    assert same["mse"] == 0.0 and abs(same["rfid"]) < 1e-6  # same seeds -> the teacher's images exactly
+    assert rfid(Plan.from_tokens(["f", "n", "f"]))["mse"] > 0
+    with pytest.raises(UserError, match="4 steps, the teacher's base grid 3"):
+        rfid(Plan.full(4))

@@ -58,6 +58,20 @@ class TeacherSpec:
         return f"teacher-{self.model_id}-{self.scheduler}{self.grid_length}-{self.n_images}"
 
 
+def weights_fingerprint(module: torch.nn.Module, sample: int = 4096) -> str:
+    """Cheap fingerprint of a model's weights: names, shapes and the first/last ``sample`` values of each tensor
+    (hashing every byte of an 860M-parameter U-Net would cost seconds on every run)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        flat = t.detach().flatten()
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        for part in (flat[:sample], flat[-sample:]):
+            h.update(part.float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def teacher_plan(grid_length: int):
     """The teacher's plan: every step of the base grid a full step."""
     from flexiffusion.schedule import Plan
@@ -83,6 +97,26 @@ class RelativeFID:
         self._teacher_images: ImageSet | None = None
         self._teacher_features: FeatureSet | None = None
         self.timings: dict[str, float] = {}  # seconds of the stages of the last __call__
+
+    @classmethod
+    def for_bundle(cls, bundle, seeds, grid_length: int, *, scheduler: str = "ddim", guidance_scale=None,
+                   prompts=None, labels=None, gen_batch_size: int = 64, progress: bool = False, **kwargs):
+        """rFID of plans on a :class:`bench.models.ModelBundle`, sampled by ``bench.generate.generate_images``."""
+        from bench.generate import generate_images
+
+        seeds = tuple(int(s) for s in seeds)
+        extra = {"prompts": stable_hash(list(prompts)) if prompts is not None else None,
+                 "labels": stable_hash([int(l) for l in labels]) if labels is not None else None}
+        spec = TeacherSpec(bundle.name, f"{bundle.weights_id}:{weights_fingerprint(bundle.unet)}", scheduler,
+                           int(grid_length), seeds, guidance_scale, extra)
+
+        def generate(plan):
+            if len(plan) != grid_length:
+                raise UserError(f"rFID: the plan has {len(plan)} steps, the teacher's base grid {grid_length}")
+            return generate_images(bundle, plan, seeds, scheduler=scheduler, guidance_scale=guidance_scale,
+                                   prompts=prompts, labels=labels, batch_size=gen_batch_size, progress=progress)
+
+        return cls(generate, spec, value_range=(0.0, 1.0), **kwargs)
 
     @property
     def n_images(self) -> int:
