@@ -305,15 +305,47 @@ def test_fewer_images_than_feature_dimensions_warns_that_fid_is_biased():
         assert fidelity(A[:10], B[:10], extractor=EX, cache=False)["fid"] > 0
 
 
+@pytest.mark.filterwarnings("ignore:FID statistics of 4 images")
 def test_rfid_for_a_bundle_uses_the_real_generator_with_the_teachers_seeds():
     pytest.importorskip("bench.generate", reason="bench.generate (harness sampling) not importable")
     from bench.models import load_model
     from flexiffusion.schedule import Plan
 
-    rfid = RelativeFID.for_bundle(load_model("tiny-ddpm"), range(6), 3, extractor=EX)
-    assert rfid.teacher.model_id == "tiny-ddpm" and rfid.teacher.grid_length == 3
-    same = rfid(Plan.full(3))
+    rfid = RelativeFID.for_bundle(load_model("tiny-ddpm"), range(4), 2, extractor=EX)
+    assert rfid.teacher.model_id == "tiny-ddpm" and rfid.teacher.grid_length == 2
+    same = rfid(Plan.full(2))
     assert same["mse"] == 0.0 and abs(same["rfid"]) < 1e-6  # same seeds -> the teacher's images exactly
-    assert rfid(Plan.from_tokens(["f", "n", "f"]))["mse"] > 0
-    with pytest.raises(UserError, match="4 steps, the teacher's base grid 3"):
-        rfid(Plan.full(4))
+    assert rfid(Plan.from_tokens(["f", "n"]))["mse"] > 0
+    with pytest.raises(UserError, match="3 steps, the teacher's base grid 2"):
+        rfid(Plan.full(3))
+
+
+@pytest.fixture(scope="module")
+def digits_cnn_weights(tmp_path_factory):
+    """The shipped digits-cnn weights when installed, else a random-weight file of the same architecture."""
+    from bench.embedded.loader import WEIGHTS_DIR
+
+    shipped = WEIGHTS_DIR / "classifier.safetensors"
+    if shipped.is_file():
+        return None
+    from safetensors.torch import save_file
+    from bench.embedded.classifier import DigitClassifier
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("digits") / "classifier.safetensors"
+    save_file(DigitClassifier().state_dict(), str(path))
+    return str(path)
+
+
+def test_digits_cnn_separates_real_digits_from_noise(digits_cnn_weights, _cache):
+    from bench.embedded.data import load_split_uint8
+
+    train, heldout = load_split_uint8("train")[0][:400], load_split_uint8("heldout")[0]
+    noise = random_images(360, seed=5)
+    real = fidelity(heldout, train, ("fid", "prc"), extractor="digits-cnn", weights_path=digits_cnn_weights,
+                    reference_source="digits-train-400")
+    fake = fidelity(noise, train, ("fid", "prc"), extractor="digits-cnn", weights_path=digits_cnn_weights,
+                    reference_source="digits-train-400")
+    assert real["n_images"] == 360 and real["n_reference"] == 400
+    assert 0 < real["fid"] < fake["fid"] and real["precision"] > fake["precision"]
+    assert len([f for f in cached_files(_cache) if f.startswith("stats-fid/digits-train-400-digits-cnn")]) == 1
