@@ -43,9 +43,10 @@ def load_model(kind: str, path: str | None = None, device: str | torch.device = 
     if kind not in LOADERS:
         raise UserError(f"unknown model {kind!r}: choose one of {', '.join(sorted(LOADERS))}")
     bundle = LOADERS[kind](path)
-    bundle.unet.to(device=device, dtype=dtype).eval()
-    for module in bundle.extras.get("modules", []):
-        module.to(device=device, dtype=dtype).eval()
+    for module in [bundle.unet, *bundle.extras.get("modules", [])]:
+        if next(module.parameters()).dtype != dtype:  # diffusers warns on a no-op dtype cast
+            module.to(dtype=dtype)
+        module.to(device=device).eval()
     return bundle
 
 
@@ -60,10 +61,12 @@ def resolve(kind: str, path: str | None, needed: list[str]) -> Path:
             folder = Path(snapshot_download(target, local_files_only=True))
         except Exception:
             folder = None
-    if folder is None or not all(any((folder / n).exists() for n in alt.split("|")) for alt in needed):
-        files = ", ".join(n.replace("|", " or ") for n in needed)
+    missing = needed if folder is None else [
+        alt for alt in needed if not any((folder / n).exists() for n in alt.split("|"))]
+    if missing:
+        files = ", ".join(n.replace("|", " or ") for n in missing)
         raise UserError(
-            f"weights for model {kind!r} not found at {target!r}: need a diffusers folder with {files} "
+            f"weights for model {kind!r} not found at {target!r}: missing {files} "
             f"(no download happens here; on a machine with internet run `huggingface-cli download "
             f"{DEFAULT_IDS[kind]} --local-dir DIR` and pass DIR, or pre-fill the Hugging Face cache)")
     return folder
@@ -149,7 +152,7 @@ def load_sd(path: str | None = None) -> ModelBundle:
     from diffusers import StableDiffusionPipeline
 
     folder = resolve("sd", path, ["model_index.json", _weights("unet"), _weights("vae"),
-                                  "text_encoder/config.json", "tokenizer/vocab.json"])
+                                  "text_encoder/config.json", "tokenizer/tokenizer_config.json"])
     pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, safety_checker=None,
                                                    requires_safety_checker=False)
     return sd_bundle(pipe, f"sd:{folder.name}", str(folder))
