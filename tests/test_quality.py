@@ -349,3 +349,15 @@ def test_digits_cnn_separates_real_digits_from_noise(digits_cnn_weights, _cache)
     assert real["n_images"] == 360 and real["n_reference"] == 400
     assert 0 < real["fid"] < fake["fid"] and real["precision"] > fake["precision"]
     assert len([f for f in cached_files(_cache) if f.startswith("stats-fid/digits-train-400-digits-cnn")]) == 1
+
+
+def test_inception_weights_are_found_locally_and_grayscale_is_repeated_to_rgb(_cache, monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    weights = _cache / "weights" / "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's name is accepted too
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"")
+    ex = Extractor("inception-v3-compat", cuda=False)
+    assert ex.weights_path == str(weights)
+    assert ex.layer_for("fid") == "2048" and ex.layer_for("isc") == "logits_unbiased"
+    rgb = ex.adapt(as_images(A[:2]), channels=1)
+    assert rgb[1].shape == (3, 16, 16) and torch.equal(rgb[1][2], A[1][0])

@@ -116,7 +116,7 @@ class RelativeFID:
             return generate_images(bundle, plan, seeds, scheduler=scheduler, guidance_scale=guidance_scale,
                                    prompts=prompts, labels=labels, batch_size=gen_batch_size, progress=progress)
 
-        return cls(generate, spec, value_range=(0.0, 1.0), **kwargs)
+        return cls(generate, spec, **kwargs)
 
     @property
     def n_images(self) -> int:
