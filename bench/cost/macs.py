@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,7 +113,9 @@ class OpCount:
 def count_call(module: torch.nn.Module, args: Sequence[torch.Tensor], kwargs: dict | None = None,
                method: str = "forward", static: dict | None = None) -> OpCount:
     """Trace ``module.method(*args, **kwargs, **static)`` with fvcore once and count MACs in both conventions."""
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():  # importing fvcore.nn jit-scripts its focal loss: a torch FutureWarning
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
     kwargs = dict(kwargs or {})
     wrapper = _Call(module, method, len(args), list(kwargs), static)

@@ -1,0 +1,179 @@
+"""``flexbench macs`` and ``flexbench latency``: cost of each step type, next to the paper's numbers.
+
+    flexbench macs --preset all --csv runs/costs --plot runs/costs/fig_b1.png
+    flexbench latency --preset ddpm-cifar10 --batch 16 --threads 2 --branches 1,2,3 --plan uniform:20:5:1
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flexiffusion.errors import UserError
+
+from .macs import COMPLETE, CONVENTIONS, G, PAPER, plot_branches, preset_table, write_csv
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("macs", help="MACs per step type (full, partial(b), null) in both conventions",
+                              description="Per-step MACs of each preset in the paper convention (fvcore default, "
+                                          "no attention matmuls, batch 1, U-Net only) and the complete one (with "
+                                          "attention, CFG doubling, text encoder and decoder), next to the paper.")
+    p.add_argument("--preset", default="all", help="preset name or 'all' (default)")
+    p.add_argument("--csv", metavar="DIR", help="write macs.csv (one tidy table of every preset) into DIR")
+    p.add_argument("--plot", metavar="PNG", help="write the MACs-against-branch figure (paper Fig. B.1)")
+    p.add_argument("--refresh", action="store_true", help="re-measure instead of reading the disk cache")
+    p.add_argument("--cache", metavar="DIR", help="MACs cache directory (default $FLEXBENCH_CACHE/macs)")
+    p.set_defaults(func=run_macs)
+
+    q = subparsers.add_parser("latency", help="per-step latency of full / partial(b) steps and of whole plans",
+                              description="Median and IQR of the native forward, a full step and partial(b) steps "
+                                          "(and optionally whole plans) after warm-up, with raw values kept.")
+    q.add_argument("--preset", required=True, help="preset name (see flexbench macs)")
+    q.add_argument("--batch", type=int, default=16, help="images per call (default 16)")
+    q.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    q.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
+    q.add_argument("--dtype", default="float32", help="float32 (default), float16, bfloat16")
+    q.add_argument("--branches", default=None, help="comma-separated partial branches to time (default: all; "
+                                                    "'none' for none)")
+    q.add_argument("--repeats", type=int, default=10, help="timed rounds (default 10)")
+    q.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
+    q.add_argument("--no-guidance", action="store_true", help="do not double the batch for classifier-free guidance")
+    q.add_argument("--plan", action="append", default=[], metavar="SPEC",
+                   help="also time sampling with a plan: full:N, uniform:N:INTERVAL:BRANCH or a plan JSON file "
+                        "(repeatable)")
+    q.add_argument("--scheduler", default="ddim", help="scheduler of the plan runs (default ddim)")
+    q.add_argument("--json", metavar="PATH", help="write the full report (raw values, environment) as JSON")
+    q.set_defaults(func=run_latency)
+
+
+# ---- macs -------------------------------------------------------------------------------------------------------
+
+
+def _preset_list(name: str) -> list[str]:
+    from bench.presets import get_preset, preset_names
+
+    if name == "all":
+        return preset_names()
+    return [get_preset(n.strip()).name for n in name.split(",")]
+
+
+def run_macs(args) -> int:
+    from tqdm.auto import tqdm
+
+    from bench.presets import get_preset
+
+    names = _preset_list(args.preset)
+    tables = []
+    for name in tqdm(names, desc="presets", disable=len(names) < 2, leave=False):
+        tables.append(preset_table(name, cache=args.cache, refresh=args.refresh, progress=True))
+    for table in tables:
+        print(format_table(table, get_preset(table.preset)))
+    if args.csv:
+        print(f"wrote {write_csv(tables, Path(args.csv) / 'macs.csv')}")
+    if args.plot:
+        print(f"wrote {plot_branches(tables, args.plot)}")
+    return 0
+
+
+def format_table(table, preset) -> str:
+    """Per-step MACs of one preset, both conventions side by side, with the paper's full-step figure."""
+    full_p = table.unet_macs("full", None, PAPER) / G
+    lines = [f"{preset.name}: {preset.title}  (B = {table.num_branches} branches)"]
+    if preset.paper_macs_g:
+        gap = 100 * (full_p / preset.paper_macs_g - 1)
+        lines.append(f"  paper: {preset.paper_macs_g:g} G per full step; measured (paper convention) {full_p:.4f} G "
+                     f"({gap:+.2f}%)")
+    guided = " x2 for classifier-free guidance," if table.guidance else ""
+    lines.append(f"  paper convention = fvcore default, batch 1, U-Net only, no attention matmuls; complete = with "
+                 f"attention,{guided} per image")
+    lines.append(f"  {'step':<14}{'paper G':>12}{'fraction':>10}{'complete G':>14}{'fraction':>10}")
+    steps = [("null", None)] + [("partial", b) for b in range(1, table.num_branches + 1)] + [("full", None)]
+    full = {c: table.unet_macs("full", None, c) for c in CONVENTIONS}
+    for step, b in steps:
+        p, c = table.unet_macs(step, b, PAPER), table.unet_macs(step, b, COMPLETE)
+        label = f"partial({b})" if step == "partial" else step
+        lines.append(f"  {label:<14}{p / G:>12.4f}{p / full[PAPER]:>10.3f}{c / G:>14.4f}{c / full[COMPLETE]:>10.3f}")
+    for kind, per in (("text_encoder", "per prompt"), ("decoder", "per image")):
+        m = table.part_macs(kind)
+        if m is not None:
+            lines.append(f"  {kind:<14}{'':>12}{'':>10}{m / G:>14.4f}  ({per}, complete convention)")
+    return "\n".join(lines)
+
+
+# ---- latency ----------------------------------------------------------------------------------------------------
+
+
+def parse_branches(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(int(b) for b in text.split(",") if b.strip())
+    except ValueError:
+        raise UserError(f"malformed --branches {text!r}: use e.g. '1,2,3' or 'none'") from None
+
+
+def parse_plan(spec: str):
+    """``full:N``, ``uniform:N:INTERVAL:BRANCH`` or the path of a plan JSON file."""
+    from flexiffusion.schedule import Plan
+
+    parts = spec.split(":")
+    try:
+        if parts[0] == "full" and len(parts) == 2:
+            return Plan.full(int(parts[1]))
+        if parts[0] == "uniform" and len(parts) == 4:
+            return Plan.uniform(int(parts[1]), int(parts[2]), int(parts[3]))
+    except ValueError:
+        raise UserError(f"malformed plan spec {spec!r}: use full:N or uniform:N:INTERVAL:BRANCH") from None
+    path = Path(spec)
+    if path.is_file():
+        return Plan.from_json(path.read_text())
+    raise UserError(f"malformed plan spec {spec!r}: use full:N, uniform:N:INTERVAL:BRANCH or a plan JSON file")
+
+
+def run_latency(args) -> int:
+    from .latency import LatencyCase, engine_overhead, measure_plans, measure_steps
+    from .schedule_cost import CostModel
+
+    case = LatencyCase(args.preset, batch_size=args.batch, threads=args.threads, device=args.device,
+                       dtype=args.dtype, warmup=args.warmup, repeats=args.repeats,
+                       branches=parse_branches(args.branches), guidance=False if args.no_guidance else None)
+    from bench.presets import get_preset
+
+    get_preset(args.preset)  # unknown name -> UserError before anything is built
+    plans = [parse_plan(s) for s in args.plan]
+    case.validate()
+    cost = CostModel.for_preset(args.preset)
+    report = measure_steps(case, progress=True)
+    env = report.environment
+    print(f"{args.preset}: batch {case.batch_size} (U-Net batch {env['unet_batch']}), {env['threads']} threads, "
+          f"{env['device']} ({env['device_name']}), torch {env['torch']}, diffusers {env['diffusers']}")
+    print(f"  {'step':<12}{'median ms':>11}{'IQR ms':>9}{'ms/image':>10}{'/ full':>8}{'MACs /full':>12}")
+    full = report.get("full").median
+    for m in report.measurements:
+        label = f"partial({m.branch})" if m.name == "partial" else m.name
+        macs = (cost.step_macs[m.branch] if m.name == "partial" else cost.full_macs) / cost.full_macs
+        print(f"  {label:<12}{1e3 * m.median:>11.2f}{1e3 * m.iqr:>9.2f}{1e3 * m.per_image:>10.3f}"
+              f"{m.median / full:>8.3f}{macs:>12.3f}")
+    if case.native:
+        print(f"  engine overhead on a full step: {100 * engine_overhead(report):+.2f}%")
+    result = report.to_dict()
+    if plans:
+        for plan in plans:
+            plan.validate(cost.num_branches)
+        preport = measure_plans(case, plans, args.scheduler)
+        ref = next((m for p, m in zip(plans, preport.measurements) if p.nfe == len(p) and not p.branches), None)
+        print(f"  {'plan':<24}{'steps':>6}{'NFE':>5}{'median s':>10}{'IQR s':>8}{'s/image':>9}{'avg MACs G':>12}"
+              f"{'MAC x':>7}{'wall x':>8}")
+        for plan, m in zip(plans, preport.measurements):
+            c = cost.cost(plan)
+            wall = f"{ref.median / m.median * len(plan) / ref.calls:>8.2f}" if ref is not None else f"{'-':>8}"
+            print(f"  {m.name[5:]:<24}{len(plan):>6}{plan.nfe:>5}{m.median:>10.2f}{m.iqr:>8.2f}{m.per_image:>9.3f}"
+                  f"{c.avg_macs_g:>12.4f}{c.speedup:>7.2f}{wall}")
+        result["plans"] = preport.to_dict()
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1, default=str))
+        print(f"wrote {args.json}")
+    return 0
