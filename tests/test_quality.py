@@ -361,3 +361,14 @@ def test_inception_weights_are_found_locally_and_grayscale_is_repeated_to_rgb(_c
     assert ex.layer_for("fid") == "2048" and ex.layer_for("isc") == "logits_unbiased"
     rgb = ex.adapt(as_images(A[:2]), channels=1)
     assert rgb[1].shape == (3, 16, 16) and torch.equal(rgb[1][2], A[1][0])
+
+
+def test_fingerprints_follow_the_weights():
+    from bench.quality.cache import module_fingerprint
+
+    assert Extractor(EX).fingerprint == Extractor(EX).fingerprint
+    net = torch.nn.Linear(3, 2)
+    before, sampled = module_fingerprint(net), module_fingerprint(net, sample=2)
+    with torch.no_grad():
+        net.bias[-1] += 1  # the last value: inside the sampled part too
+    assert module_fingerprint(net) != before and module_fingerprint(net, sample=2) != sampled

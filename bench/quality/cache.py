@@ -31,12 +31,30 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
+def _update(h, t: torch.Tensor) -> None:
+    t = t.detach().cpu().contiguous()
+    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
 def tensor_hash(t: torch.Tensor, length: int = 16) -> str:
     """Content hash of a tensor: dtype, shape and bytes."""
-    t = t.detach().cpu().contiguous()
-    h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
-    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    h = hashlib.sha256()
+    _update(h, t)
     return h.hexdigest()[:length]
+
+
+def module_fingerprint(module: torch.nn.Module, sample: int | None = None) -> str:
+    """Hash of a module's state (names, shapes, dtypes, values).  With ``sample``, only the first and last
+    ``sample`` values of each tensor are hashed: hashing every byte of an 860M-parameter U-Net on every run would
+    cost seconds, and retrained weights differ there too."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(f"{name}{tuple(t.shape)}".encode())
+        flat = t.flatten()
+        for part in ((flat,) if sample is None else (flat[:sample], flat[-sample:])):
+            _update(h, part)
+    return h.hexdigest()[:16]
 
 
 def _slug(text: str) -> str:

@@ -7,7 +7,6 @@ registered with torch-fidelity by importing ``bench.embedded.extractor``; it is 
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from torch.utils.data import Dataset
 
 from flexiffusion.errors import UserError
 
-from .cache import cache_dir
+from .cache import cache_dir, module_fingerprint
 
 DEFAULT_EXTRACTOR = "digits-cnn"
 INCEPTION_WEIGHTS = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
@@ -127,11 +126,7 @@ class Extractor:
         """Hash of the extractor's parameters and buffers: a retrained extractor never hits old cache entries."""
         if self._fingerprint is None:
             module = next(iter(self._modules.values()), None) or self.module(self.default_layers())
-            h = hashlib.sha256(self.name.encode())
-            for k, v in sorted(module.state_dict().items()):
-                h.update(k.encode())
-                h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if v.numel() else b"")
-            self._fingerprint = h.hexdigest()[:16]
+            self._fingerprint = module_fingerprint(module)
         return self._fingerprint
 
     def default_layers(self) -> tuple[str, ...]:

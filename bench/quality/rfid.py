@@ -16,7 +16,7 @@ import torch
 
 from flexiffusion.errors import UserError
 
-from .cache import Cache, stable_hash
+from .cache import Cache, module_fingerprint, stable_hash
 from .extractors import DEFAULT_EXTRACTOR, Extractor
 from .features import FeatureSet
 from .fidelity import MIN_IMAGES, fid_from_statistics
@@ -58,20 +58,6 @@ class TeacherSpec:
         return f"teacher-{self.model_id}-{self.scheduler}{self.grid_length}-{self.n_images}"
 
 
-def weights_fingerprint(module: torch.nn.Module, sample: int = 4096) -> str:
-    """Cheap fingerprint of a model's weights: names, shapes and the first/last ``sample`` values of each tensor
-    (hashing every byte of an 860M-parameter U-Net would cost seconds on every run)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, t in module.state_dict().items():
-        flat = t.detach().flatten()
-        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-        for part in (flat[:sample], flat[-sample:]):
-            h.update(part.float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def teacher_plan(grid_length: int):
     """The teacher's plan: every step of the base grid a full step."""
     from flexiffusion.schedule import Plan
@@ -107,8 +93,8 @@ class RelativeFID:
         seeds = tuple(int(s) for s in seeds)
         extra = {"prompts": stable_hash(list(prompts)) if prompts is not None else None,
                  "labels": stable_hash([int(l) for l in labels]) if labels is not None else None}
-        spec = TeacherSpec(bundle.name, f"{bundle.weights_id}:{weights_fingerprint(bundle.unet)}", scheduler,
-                           int(grid_length), seeds, guidance_scale, extra)
+        weights = f"{bundle.weights_id}:{module_fingerprint(bundle.unet, sample=4096)}"
+        spec = TeacherSpec(bundle.name, weights, scheduler, int(grid_length), seeds, guidance_scale, extra)
 
         def generate(plan):
             if len(plan) != grid_length:
@@ -169,7 +155,7 @@ class RelativeFID:
 
     def score_images(self, images) -> dict:
         """rFID of images already generated from the teacher's seeds (e.g. by another harness)."""
-        images = self._check(images, "candidate") if not isinstance(images, ImageSet) else images
+        images = self._check(images, "candidate")
         check_same_kind(images, self.teacher_images())
         return self.distance(self.features(images))
 
