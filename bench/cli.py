@@ -13,6 +13,7 @@ import sys
 from flexiffusion.errors import UserError
 
 COMMAND_MODULES = [
+    "bench.commands.demo",
     "bench.commands.sample",
     "bench.embedded.commands",
     "bench.cost.commands",

@@ -46,3 +46,23 @@ def test_missing_hub_id_is_not_downloaded():
 def test_unknown_model():
     with pytest.raises(UserError, match="unknown model"):
         load_model("imagen")
+
+
+def test_ldm_folder_round_trip(tmp_path):
+    from diffusers import DDIMScheduler, UNet2DModel, VQModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(16, 32), layers_per_block=1,
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                       norm_num_groups=8, num_class_embeds=5)
+    vq = VQModel(in_channels=3, out_channels=3, latent_channels=3, block_out_channels=(16, 32),
+                 down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                 norm_num_groups=8, num_vq_embeddings=16)
+    unet.save_pretrained(tmp_path / "unet")
+    vq.save_pretrained(tmp_path / "vqvae")
+    DDIMScheduler.from_config(DDPM_SCHEDULER).save_pretrained(tmp_path / "scheduler")
+    bundle = load_model("ldm", str(tmp_path))
+    assert bundle.conditioning == "class" and bundle.num_classes == 5 and bundle.sample_shape == (3, 8, 8)
+    with torch.no_grad():
+        images = bundle.decode(torch.randn(2, 3, 8, 8))
+    assert images.shape == (2, 3, 16, 16)

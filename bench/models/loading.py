@@ -160,16 +160,17 @@ def load_sd(path: str | None = None) -> ModelBundle:
 
 @register_loader("embedded")
 def load_embedded_bundle(path: str | None = None) -> ModelBundle:
-    """The shipped 16x16 digits model (class-conditional with a null class) — see bench/embedded."""
+    """The shipped 16x16 digits model (class-conditional with a null class), sha256-verified — see bench/embedded."""
     from bench.embedded.loader import load_embedded
 
     emb = load_embedded(verify=True)
-    unet = emb.unet if hasattr(emb, "unet") else emb["unet"]
-    config = emb.scheduler_config if hasattr(emb, "scheduler_config") else emb["scheduler_config"]
+    unet = emb.unet
     n = unet.config.num_class_embeds
-    return ModelBundle("embedded", unet, dict(config), (unet.config.in_channels,) + (unet.config.sample_size,) * 2,
-                       conditioning="class", num_classes=n - 1, null_class=n - 1,
-                       weights_id=getattr(emb, "weights_id", None) or "embedded", extras={"embedded": emb})
+    digest = next((d for f, d in sorted(emb.manifest["files"].items()) if f.startswith("unet")), "unknown")
+    return ModelBundle("embedded", unet, dict(emb.scheduler_config),
+                       (unet.config.in_channels,) + (unet.config.sample_size,) * 2, conditioning="class",
+                       num_classes=n - 1, null_class=n - 1, weights_id=f"embedded:{digest[:16]}",
+                       extras={"classifier": emb.classifier, "manifest": emb.manifest})
 
 
 @register_loader("tiny-ddpm")

@@ -1,0 +1,104 @@
+"""``flexbench demo``: the suite's main job on the embedded default.
+
+The 100-step DDIM teacher against a DeepCache-like plan (a full step every ``--interval`` steps, partial steps
+at a shallow ``--branch`` in between), both unconditional, the same seeds: NFE, avg MACs (paper convention),
+speed-up, measured latency, FID / IS / precision / recall against the real digits and rFID against the teacher.
+Teacher images, their features and the real-data statistics are cached, so a second run only samples the
+candidate.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from flexiffusion.errors import UserError
+from flexiffusion.schedule import Plan
+
+
+def _table(rows: list[dict]) -> str:
+    import pandas as pd
+
+    df = pd.DataFrame(rows).set_index("plan")
+    return df.to_string(float_format=lambda v: f"{v:.3f}")
+
+
+def run(args) -> int:
+    import torch
+
+    from bench.cost.latency import LatencyCase, measure_plans
+    from bench.cost.schedule_cost import plan_cost
+    from bench.embedded.data import load_split_uint8
+    from bench.generate import generate_images
+    from bench.models import load_model
+    from bench.quality.fidelity import fidelity
+    from bench.quality.rfid import RelativeFID
+
+    if args.n < 2:
+        raise UserError(f"--n {args.n}: FID needs at least 2 images (1000 for the paper's protocol)")
+    teacher = Plan.full(args.steps, name="teacher (DDIM)")
+    candidate = Plan.uniform(args.steps, args.interval, args.branch,
+                             name=f"uniform N={args.interval} b={args.branch}")
+    bundle = load_model("embedded", device=args.device)
+    for plan in (teacher, candidate):
+        plan.validate(grid_length=args.steps)
+    from flexiffusion.engine import StepEngine
+
+    candidate.validate(StepEngine(bundle.unet).num_branches)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seeds = list(range(args.seed0, args.seed0 + args.n))
+    rfid = RelativeFID.for_bundle(bundle, seeds, args.steps, scheduler="ddim", gen_batch_size=args.batch_size,
+                                  progress=True, cache_dir=args.cache_dir)
+    real = load_split_uint8("all")[0]  # all 1797 real digits: the reference set, its statistics cached
+    print(f"latency: timing both plans on the embedded architecture (batch {args.latency_batch}) ...")
+    latency = measure_plans(LatencyCase("embedded", batch_size=args.latency_batch, threads=args.threads,
+                                        device=str(bundle.device), warmup=1, repeats=args.latency_repeats),
+                            [teacher, candidate])
+    rows = []
+    for plan in (teacher, candidate):
+        images = rfid.teacher_images().tensor() if plan is teacher else generate_images(
+            bundle, plan, seeds, batch_size=args.batch_size, desc=plan.name)
+        quality = fidelity(images, real, ("fid", "isc", "prc"), extractor="digits-cnn",
+                           reference_source="digits-all", cache_dir=args.cache_dir)
+        relative = rfid.score_images(images)
+        cost = plan_cost(plan, "embedded")
+        lat = latency.measurements[len(rows)]
+        rows.append({"plan": plan.name, "NFE": plan.nfe, "avg MACs (G)": cost.avg_macs_g,
+                     "speedup (MACs)": cost.speedup, "latency (ms/img)": 1e3 * lat.per_image,
+                     "speedup (wall)": None, "FID": quality["fid"], "rFID": relative["rfid"],
+                     "IS": quality["isc_mean"], "precision": quality["precision"], "recall": quality["recall"],
+                     "n": args.n})
+    for r in rows:
+        r["speedup (wall)"] = rows[0]["latency (ms/img)"] / r["latency (ms/img)"]
+    print()
+    print(f"embedded digits model, {args.steps}-step DDIM, {args.n} images (seeds {seeds[0]}-{seeds[-1]}), "
+          f"MACs: paper convention (U-Net only, batch 1, attention matmuls not counted)")
+    print(_table(rows))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(out.suffix + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"rows": rows, "environment": latency.environment}, indent=2, default=str))
+        os.replace(tmp, out)
+        print(f"wrote {out}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="main job: teacher vs a cached plan on the embedded model (NFE, MACs, "
+                                    "latency, FID, rFID, IS, precision, recall)",
+                       description=__doc__.split("\n\n")[1] if __doc__ else None)
+    p.add_argument("--n", type=int, default=1000, help="images per plan (default 1000)")
+    p.add_argument("--steps", type=int, default=100, help="DDIM steps of the base grid (default 100)")
+    p.add_argument("--interval", type=int, default=5, help="full step every N steps (default 5)")
+    p.add_argument("--branch", type=int, default=3, help="skip branch of the partial steps (default 3)")
+    p.add_argument("--seed0", type=int, default=0, help="first seed (seeds seed0 .. seed0+n-1)")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--latency-batch", type=int, default=16)
+    p.add_argument("--latency-repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--cache-dir", default=None, help="cache of teacher images / features / statistics")
+    p.add_argument("--out", default=None, help="also write the rows as JSON here")
+    p.set_defaults(func=run)
