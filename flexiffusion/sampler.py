@@ -34,6 +34,24 @@ class SamplerState:
     last_output: torch.Tensor | None = None
     prefix: tuple[str, ...] = ()           # the plan tokens that produced this state
 
+    def save(self, path) -> None:
+        """Write the state to ``path`` atomically (torch.save of plain tensors, dicts and the scheduler)."""
+        import os
+        from pathlib import Path
+
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(self.__dict__, tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path) -> "SamplerState":
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=False)
+        except FileNotFoundError:
+            raise UserError(f"sampler state {path} not found") from None
+        return cls(**data)
+
     def clone(self) -> "SamplerState":
         return SamplerState(self.index, self.latents, copy.deepcopy(self.scheduler),
                             {k: dict(v) for k, v in self.cache.items()}, self.last_output, self.prefix)

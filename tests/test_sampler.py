@@ -9,7 +9,7 @@ from bench.models.tiny import DDPM_SCHEDULER
 from flexiffusion.denoisers import Denoiser, TextDenoiser
 from flexiffusion.engine import StepEngine
 from flexiffusion.errors import UserError
-from flexiffusion.sampler import sample
+from flexiffusion.sampler import SamplerState, sample
 from flexiffusion.schedule import Plan
 from flexiffusion.schedulers import SCHEDULERS, grid_length, make_scheduler
 from flexiffusion.seeds import generators, noise_for_seeds, parse_seeds
@@ -95,7 +95,7 @@ def test_batch_size_independence():
 
 
 @pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
-def test_resume_from_state_is_exact(tiny_unet, scheduler):
+def test_resume_from_state_is_exact(tiny_unet, scheduler, tmp_path):
     """Run plan A to step k, resume plan B (same first k steps) from that state: identical to running B."""
     n = 9
     sched = make_scheduler(scheduler, DDPM_SCHEDULER, n)
@@ -110,6 +110,10 @@ def test_resume_from_state_is_exact(tiny_unet, scheduler):
     resumed = sample(den, make_scheduler(scheduler, DDPM_SCHEDULER, n), b, noise, state=mid, cache_branches=keep)
     direct = sample(den, make_scheduler(scheduler, DDPM_SCHEDULER, n), b, noise, cache_branches=keep)
     again = sample(den, make_scheduler(scheduler, DDPM_SCHEDULER, n), b, noise, state=mid, cache_branches=keep)
+    mid.save(tmp_path / "state.pt")
+    reloaded = sample(den, make_scheduler(scheduler, DDPM_SCHEDULER, n), b, noise,
+                      state=SamplerState.load(tmp_path / "state.pt"), cache_branches=keep)
+    assert torch.equal(reloaded.latents, direct.latents)
     engine.detach()
     assert torch.equal(resumed.latents, direct.latents) and torch.equal(again.latents, direct.latents)
     assert torch.isfinite(direct.latents).all()
