@@ -326,6 +326,7 @@ def test_macs_command_prints_both_conventions_and_writes_outputs(cifar, cache_di
     (["latency", "--preset", "embedded", "--branches", "1,x"], "malformed --branches"),
     (["latency", "--preset", "embedded", "--plan", "uniform:10:x:1"], "malformed plan spec"),
     (["latency", "--preset", "embedded", "--batch", "0"], "batch size"),
+    (["cost-figures", "--branches", "none"], "at least one branch"),
 ])
 def test_cost_commands_bad_input(argv, needle, capsys):
     from bench.cli import main

@@ -45,6 +45,22 @@ def register(subparsers) -> None:
     q.add_argument("--json", metavar="PATH", help="write the full report (raw values, environment) as JSON")
     q.set_defaults(func=run_latency)
 
+    f = subparsers.add_parser("cost-figures", help="engine overhead and wall-clock vs MAC speedup of a DeepCache-like"
+                                                   " plan (the cost issue's two figures)",
+                              description="Interleaved timing of the native forward vs a full step through the step "
+                                          "engine, and of uniform plans vs the all-full plan through the sampler.")
+    f.add_argument("--preset", default="ddpm-cifar10", help="preset (default ddpm-cifar10)")
+    f.add_argument("--batch", type=int, default=16, help="images per call (default 16)")
+    f.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    f.add_argument("--steps", type=int, default=20, help="plan length (default 20)")
+    f.add_argument("--interval", type=int, default=5, help="full step every INTERVAL steps (default 5)")
+    f.add_argument("--branches", default="1,2", help="partial branches of the plans (default 1,2)")
+    f.add_argument("--repeats", type=int, default=5, help="timed rounds (default 5)")
+    f.add_argument("--warmup", type=int, default=1, help="untimed rounds (default 1)")
+    f.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
+    f.add_argument("--json", metavar="PATH", help="write the figures and raw timings as JSON")
+    f.set_defaults(func=run_figures)
+
 
 # ---- macs -------------------------------------------------------------------------------------------------------
 
@@ -157,7 +173,8 @@ def run_latency(args) -> int:
         print(f"  {label:<12}{1e3 * m.median:>11.2f}{1e3 * m.iqr:>9.2f}{1e3 * m.per_image:>10.3f}"
               f"{m.median / full:>8.3f}{macs:>12.3f}")
     if case.native:
-        print(f"  engine overhead on a full step: {100 * engine_overhead(report):+.2f}%")
+        print(f"  engine overhead on a full step: {100 * engine_overhead(report):+.2f}% (median of paired rounds; "
+              f"ratio of medians {100 * engine_overhead(report, paired=False):+.2f}%)")
     result = report.to_dict()
     if plans:
         for plan in plans:
@@ -175,5 +192,26 @@ def run_latency(args) -> int:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1, default=str))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def run_figures(args) -> int:
+    from bench.presets import get_preset
+
+    from .figures import cost_figures, format_figures
+
+    get_preset(args.preset)
+    branches = parse_branches(args.branches) or ()
+    if not branches:
+        raise UserError("cost-figures needs at least one branch (--branches 1,2)")
+    if args.steps < 1 or args.interval < 1:
+        raise UserError(f"need --steps >= 1 and --interval >= 1, got {args.steps} and {args.interval}")
+    fig = cost_figures(args.preset, args.batch, args.threads, args.steps, args.interval, branches, args.repeats,
+                       args.warmup, args.device, progress=True)
+    print(format_figures(fig))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(fig, indent=1, default=str))
         print(f"wrote {args.json}")
     return 0

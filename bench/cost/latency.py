@@ -248,7 +248,11 @@ def _prepare(case: LatencyCase):
 
     preset = get_preset(case.preset)
     guided = preset.guidance if case.guidance is None else case.guidance
-    unet = preset.build_unet().to(device=case.device, dtype=getattr(torch, case.dtype))
+    unet = preset.build_unet()
+    if torch.device(case.device) != next(unet.parameters()).device:
+        unet = unet.to(case.device)  # the preset's cached module moves with it
+    if getattr(torch, case.dtype) != next(unet.parameters()).dtype:
+        unet = unet.to(getattr(torch, case.dtype))
     calls = case.batch_size * (2 if guided else 1)
     sample, t, kwargs = preset.example_inputs(batch_size=calls)
     dtype = getattr(torch, case.dtype)
@@ -260,8 +264,8 @@ def _prepare(case: LatencyCase):
 def measure_steps(case: LatencyCase, progress: bool = False) -> LatencyReport:
     """Per-call latency of the native forward (no engine attached), a full step and partial(b) steps.
 
-    Each round times them in that order: the engine is detached for the native call and attached again (untimed)
-    for the others, whose full step refreshes the cache the partial steps read."""
+    Each round times all of them: the engine is detached for the native call and attached (untimed) for the
+    others; the full step comes first among those and refreshes the cache the partial steps read."""
     from flexiffusion.engine import StepEngine
     from flexiffusion.schedule import Step
 
@@ -288,15 +292,24 @@ def measure_steps(case: LatencyCase, progress: bool = False) -> LatencyReport:
     with torch_threads(case.threads), torch.no_grad():
         for r in rounds:
             timed = {}
-            if case.native:
+            # The native call sits right before the full step on even rounds and right after it on odd ones, so
+            # each round gives one paired (native, full) ratio without order bias.  Detaching clears the engine's
+            # cache, so it is carried over for the partial steps that follow.
+            if case.native and r % 2 == 0:
                 timed[("native", None)] = timer(call)
             engine = StepEngine.attach(unet)
             try:
-                for name, b, step in steps:
+                for i, (name, b, step) in enumerate(steps):
                     def stepped(step=step):
                         with engine.step(step):
                             call()
                     timed[(name, b)] = timer(stepped)
+                    if i == 0 and case.native and r % 2 == 1:
+                        state = engine.cache_state()
+                        engine.detach()
+                        timed[("native", None)] = timer(call)
+                        engine = StepEngine.attach(unet)
+                        engine.load_cache_state(state)
             finally:
                 engine.detach()
             if r >= case.warmup:
@@ -309,9 +322,14 @@ def measure_steps(case: LatencyCase, progress: bool = False) -> LatencyReport:
     return report
 
 
-def engine_overhead(report: LatencyReport) -> float:
-    """Relative cost of the engine on a full step: median(full) / median(native) - 1."""
-    return report.get("full").median / report.get("native").median - 1.0
+def engine_overhead(report: LatencyReport, paired: bool = True) -> float:
+    """Relative cost of the engine on a full step.  ``paired``: median over rounds of full / native - 1 (the two
+    calls of a round are adjacent, so load that changes between rounds cancels); else median(full) /
+    median(native) - 1."""
+    native, full = report.get("native").values, report.get("full").values
+    if paired:
+        return statistics.median(f / n for f, n in zip(full, native)) - 1.0
+    return statistics.median(full) / statistics.median(native) - 1.0
 
 
 # ---- end-to-end plan latency ------------------------------------------------------------------------------------
@@ -329,7 +347,7 @@ def preset_denoiser(preset, unet, engine, guided: bool, batch: int, device="cpu"
         return TextDenoiser(unet, engine, scale), {"prompt_embeds": ctx,
                                                    "negative_prompt_embeds": torch.zeros_like(ctx)}
     if preset.num_classes is not None:
-        labels = torch.randint(0, preset.num_classes, (batch,), generator=g)
+        labels = torch.randint(0, preset.num_classes, (batch,), generator=g).to(device)
         return ClassDenoiser(unet, engine, scale, null_class=preset.null_class), labels
     return Denoiser(unet, engine), None
 
