@@ -27,7 +27,7 @@ class Denoiser:
         self.unet, self.engine, self.guidance_scale, self.cfg = unet, engine, guidance_scale, cfg
 
     # the one method an adapter overrides
-    def unet_kwargs(self, cond, batch: int, unconditional: bool) -> dict:
+    def unet_kwargs(self, cond, x: torch.Tensor, unconditional: bool) -> dict:
         return {}
 
     @property
@@ -41,18 +41,17 @@ class Denoiser:
         return self.unet(x, t, **kwargs, return_dict=False)[0]
 
     def __call__(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
-        n = x.shape[0]
         if not self.guided:
-            return self._unet(x, t, self.unet_kwargs(cond, n, unconditional=False))
+            return self._unet(x, t, self.unet_kwargs(cond, x, unconditional=False))
         if self.cfg == "batched":
-            kw_u, kw_c = self.unet_kwargs(cond, n, True), self.unet_kwargs(cond, n, False)
+            kw_u, kw_c = self.unet_kwargs(cond, x, True), self.unet_kwargs(cond, x, False)
             kwargs = {k: torch.cat([kw_u[k], kw_c[k]]) for k in kw_c}
             eps_u, eps_c = self._unet(torch.cat([x, x]), t, kwargs).chunk(2)
         else:
             with self._context("uncond"):
-                eps_u = self._unet(x, t, self.unet_kwargs(cond, n, True))
+                eps_u = self._unet(x, t, self.unet_kwargs(cond, x, True))
             with self._context("cond"):
-                eps_c = self._unet(x, t, self.unet_kwargs(cond, n, False))
+                eps_c = self._unet(x, t, self.unet_kwargs(cond, x, False))
         return eps_u + self.guidance_scale * (eps_c - eps_u)
 
 
@@ -66,12 +65,13 @@ class ClassDenoiser(Denoiser):
         if guidance_scale is not None and null_class is None:
             raise UserError("classifier-free guidance needs the model's null class (the label used for dropout)")
 
-    def unet_kwargs(self, cond, batch, unconditional):
+    def unet_kwargs(self, cond, x, unconditional):
+        batch = x.shape[0]
         if unconditional or cond is None:
             if self.null_class is None:
                 raise UserError("unconditional sampling of a class-conditional model needs its null class")
-            return {"class_labels": torch.full((batch,), self.null_class, dtype=torch.long)}
-        labels = torch.as_tensor(cond, dtype=torch.long)
+            return {"class_labels": torch.full((batch,), self.null_class, dtype=torch.long, device=x.device)}
+        labels = torch.as_tensor(cond, dtype=torch.long).to(x.device)
         if labels.shape != (batch,):
             raise UserError(f"got {tuple(labels.shape)} class labels for a batch of {batch}: give one label per sample")
         return {"class_labels": labels}
@@ -81,7 +81,8 @@ class TextDenoiser(Denoiser):
     """Text-conditional ``UNet2DConditionModel``; ``cond`` = ``{"prompt_embeds": ..., "negative_prompt_embeds": ...}``
     as returned by a diffusers pipeline's ``encode_prompt``."""
 
-    def unet_kwargs(self, cond, batch, unconditional):
+    def unet_kwargs(self, cond, x, unconditional):
+        batch = x.shape[0]
         key = "negative_prompt_embeds" if unconditional else "prompt_embeds"
         if not isinstance(cond, dict) or cond.get(key) is None:
             raise UserError(f"text-conditional sampling needs cond[{key!r}] (from the pipeline's encode_prompt)")
