@@ -78,9 +78,10 @@ def grid_png(uncond: torch.Tensor, cond: torch.Tensor, path: Path, scale: int = 
     """Two 10x10 grids side by side: unconditional samples | CFG samples (row r = digit r)."""
     from PIL import Image
 
-    def grid(x):  # x: (100,1,H,W) uint8
-        n, _, h, w = x.shape
-        g = x[:, 0].reshape(10, 10, h, w).permute(0, 2, 1, 3).reshape(10 * h, 10 * w)
+    def grid(x):  # x: (100,1,H,W) uint8; a 1-pixel grey frame keeps touching digits apart
+        x = torch.nn.functional.pad(x[:, 0], (1, 1, 1, 1), value=96)
+        n, h, w = x.shape
+        g = x.reshape(10, 10, h, w).permute(0, 2, 1, 3).reshape(10 * h, 10 * w)
         return g.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
 
     a, b = grid(uncond), grid(cond)

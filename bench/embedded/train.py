@@ -89,22 +89,28 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: f
         be.copy_(bm)
 
 
-def stage_classifier(out: Path, cfg: TrainConfig, progress: bool) -> tuple[DigitClassifier, float]:
+def stage_classifier(out: Path, cfg: TrainConfig, progress: bool) -> tuple[DigitClassifier, float, float | None]:
+    """Train the classifier, or reuse ``OUT/classifier.safetensors``; (model, held-out accuracy, training seconds)."""
     from safetensors.torch import load_file, save_file
 
     path = out / "classifier.safetensors"
     x_tr, y_tr = embedded_data.load_split("train")
     x_he, y_he = embedded_data.load_split("heldout")
+    info_path = out / "classifier_info.json"
     if path.exists():
         model = DigitClassifier()
         model.load_state_dict(load_file(str(path)))
         model.eval()
+        elapsed = json.loads(info_path.read_text())["elapsed_s"] if info_path.exists() else None
     else:
+        t0 = time.perf_counter()
         model = train_classifier(x_tr, y_tr, epochs=cfg.classifier_epochs, seed=cfg.seed, progress=progress)
+        elapsed = time.perf_counter() - t0
         tmp = path.with_name(path.name + ".tmp")
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
         os.replace(tmp, path)
-    return model, accuracy(model, x_he, y_he)
+        info_path.write_text(json.dumps({"elapsed_s": elapsed, "epochs": cfg.classifier_epochs}) + "\n")
+    return model, accuracy(model, x_he, y_he), elapsed
 
 
 def stage_diffusion(out: Path, cfg: TrainConfig, progress: bool) -> tuple[torch.nn.Module, dict]:
@@ -180,9 +186,12 @@ def write_weights(out: Path, unet: torch.nn.Module, classifier_path: Path, manif
     """Write ``out/weights`` atomically: build in a temporary sibling folder, then rename over the old one."""
     final = out / "weights"
     tmp = Path(tempfile.mkdtemp(prefix=".weights-", dir=out))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the weights folder is shipped
     unet.save_pretrained(str(tmp / "unet"), safe_serialization=True)
     build_scheduler().save_pretrained(str(tmp / "scheduler"))
     shutil.copyfile(classifier_path, tmp / "classifier.safetensors")
+    for path in tmp.rglob("*"):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
     manifest = dict(manifest)
     manifest["files"] = {name: sha256_file(tmp / name) for name in WEIGHT_FILES}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -223,9 +232,7 @@ def train(out: Path, cfg: TrainConfig, command: str, threads: int | None = None,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-    t0 = time.perf_counter()
-    classifier, heldout_acc = stage_classifier(out, cfg, progress)
-    classifier_s = time.perf_counter() - t0
+    classifier, heldout_acc, classifier_s = stage_classifier(out, cfg, progress)
     ema, info = stage_diffusion(out, cfg, progress)
     manifest = dict(
         description="Embedded default model: class-conditional DDPM on sklearn digits (16x16x1) + digits-cnn classifier",
@@ -241,7 +248,8 @@ def train(out: Path, cfg: TrainConfig, command: str, threads: int | None = None,
         unet=dict(params=count_params(ema), null_class=NULL_CLASS, ema_decay=cfg.ema_decay),
         scheduler=SCHEDULER_CONFIG,
         steps=info["step"],
-        training_time_s=dict(diffusion=round(info["elapsed_s"], 1), classifier_this_run=round(classifier_s, 1)),
+        training_time_s=dict(diffusion=round(info["elapsed_s"], 1),
+                             classifier=None if classifier_s is None else round(classifier_s, 1)),
         final_loss=info["final_loss"],
         loss_curve=info["losses"],
         classifier_heldout_accuracy=heldout_acc,

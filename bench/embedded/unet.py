@@ -4,7 +4,9 @@ The U-Net mirrors the branch structure of DDPM CIFAR-10 at small scale: 3 resolu
 ``layers_per_block=2`` (3 skips per down block but the last: 2 resnets + downsampler), self-attention at the 8x8
 level.  Class-conditional through ``num_class_embeds=11``: digits 0..9 and ``NULL_CLASS = 10`` for unconditional
 sampling and the unconditional pass of classifier-free guidance.  The scheduler is DDPM CIFAR-10's: 1000 steps,
-linear betas 1e-4..0.02, epsilon prediction.
+linear betas 1e-4..0.02, epsilon prediction, except ``clip_sample=False``: DDIM clips its predicted x0 but keeps the
+unclipped epsilon, and with guidance (scale 2, 50 DDIM steps, 100 samples) that inconsistency at high noise turned
+digits into other digits: 59% of samples classified as asked with clipping, 100% without (98% either way at scale 1).
 """
 from __future__ import annotations
 
@@ -33,8 +35,7 @@ SCHEDULER_CONFIG: dict = dict(
     beta_end=0.02,
     beta_schedule="linear",
     prediction_type="epsilon",
-    clip_sample=True,
-    clip_sample_range=1.0,
+    clip_sample=False,
     variance_type="fixed_small",
 )
 
