@@ -186,3 +186,57 @@ def test_train_command_bad_input(tmp_path):
 
     assert main(["embedded-train", "--out", str(tmp_path), "--batch-size", "0"]) == 2
     assert main(["embedded-train", "--out", str(tmp_path), "--threads", "0"]) == 2
+
+
+# --- quality gates ----------------------------------------------------------------------------------------------
+
+def _fake_result(n=100):
+    from bench.embedded.gates import GATES
+
+    return dict(
+        protocol=dict(n=n, ddim_steps=2, guidance_scale=3.0), gates=GATES,
+        uncond=dict(fid=1.0, kid=0.01, precision=0.9, recall=0.9, isc=9.0, class_fractions=[0.1] * 10,
+                    confident_fraction=0.95, sampling_s=1.0),
+        real_halves=dict(fid=1.0, kid=0.0, precision=0.9, recall=0.9), fid_ratio=1.0,
+        cfg=dict(accuracy=0.99, fid=1.0, isc=9.5, sampling_s=1.0),
+        passed=dict(fid=True, class_balance=True, confidence=True, cfg_accuracy=True), all_passed=True,
+    )
+
+
+def test_gates_report_record_and_grid(tmp_path):
+    from PIL import Image
+
+    from bench.embedded.gates import format_report, grid_png, record
+    from bench.embedded.loader import WEIGHTS_DIR, verify_weights
+
+    text = format_report(_fake_result())
+    assert text.count("[PASS]") == 4 and "all gates: PASS" in text
+    copy = tmp_path / "weights"
+    shutil.copytree(WEIGHTS_DIR, copy)
+    record(_fake_result(), copy)
+    assert json.loads((copy / "manifest.json").read_text())["quality"]["fid_ratio"] == 1.0
+    verify_weights(copy)  # recording touches the manifest only, never the hashed weight files
+    u, _ = D.load_split_uint8("heldout")
+    grid_png(u[:100], u[100:200], tmp_path / "grid.png")
+    assert Image.open(tmp_path / "grid.png").size == (2 * 10 * 18 * 4 + 16, 10 * 18 * 4)
+
+
+def test_gates_bad_input():
+    from bench.cli import main
+
+    assert main(["embedded-gates", "--n", "10"]) == 2
+
+
+@pytest.mark.slow
+def test_gates_smoke_tiny_model(tmp_path):
+    """The whole gates command on a 2-step model (the figures are meaningless; the plumbing is checked)."""
+    from bench.cli import main
+
+    out = tmp_path / "run"
+    assert main(["embedded-train", "--out", str(out), "--steps", "2", "--batch-size", "4", "--classifier-epochs", "1",
+                 "--no-progress"]) == 0
+    assert main(["embedded-gates", "--weights", str(out / "weights"), "--n", "100", "--steps", "2",
+                 "--batch-size", "100", "--grid", str(tmp_path / "grid.png")]) == 0
+    q = json.loads((out / "weights" / "manifest.json").read_text())["quality"]
+    assert set(q["passed"]) == {"fid", "class_balance", "confidence", "cfg_accuracy"}
+    assert (tmp_path / "grid.png").is_file()
