@@ -177,6 +177,9 @@ def test_train_command_tiny_and_resume(tmp_path):
     b = torch.load(straight / "checkpoint.pt", weights_only=False)["ema"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
+    # resuming with a setting that changes the run is refused
+    assert main(base + ["--steps", "6", "--seed", "1"]) == 2
+
     dst = install_weights(out / "weights", tmp_path / "installed")
     load_embedded(verify=True, weights_dir=dst)
 
@@ -198,6 +201,7 @@ def _fake_result(n=100):
         uncond=dict(fid=1.0, kid=0.01, precision=0.9, recall=0.9, isc=9.0, class_fractions=[0.1] * 10,
                     confident_fraction=0.95, sampling_s=1.0),
         real_halves=dict(fid=1.0, kid=0.0, precision=0.9, recall=0.9), fid_ratio=1.0,
+        matched_size=dict(n=899, fid_samples_vs_half_b=1.0, fid_half_a_vs_half_b=1.0, ratio=1.0),
         cfg=dict(accuracy=0.99, fid=1.0, isc=9.5, sampling_s=1.0),
         passed=dict(fid=True, class_balance=True, confidence=True, cfg_accuracy=True), all_passed=True,
     )

@@ -113,6 +113,21 @@ def stage_classifier(out: Path, cfg: TrainConfig, progress: bool) -> tuple[Digit
     return model, accuracy(model, x_he, y_he), elapsed
 
 
+# settings a restart may change: how long to train and how often to save
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "classifier_epochs")
+
+
+def _check_resumable(path: Path, saved: dict, cfg: TrainConfig) -> None:
+    from flexiffusion.errors import UserError
+
+    diff = {k: (v, getattr(cfg, k)) for k, v in saved.items()
+            if k not in RESUMABLE_CHANGES and hasattr(cfg, k) and getattr(cfg, k) != v}
+    if diff:
+        what = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in sorted(diff.items()))
+        raise UserError(f"{path} was trained with other settings ({what}): resume with the same settings or "
+                        f"use a new --out directory")
+
+
 def stage_diffusion(out: Path, cfg: TrainConfig, progress: bool) -> tuple[torch.nn.Module, dict]:
     """Train (or resume) the U-Net; returns the EMA model and the checkpoint's bookkeeping."""
     import copy
@@ -129,6 +144,7 @@ def stage_diffusion(out: Path, cfg: TrainConfig, progress: bool) -> tuple[torch.
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        _check_resumable(ckpt_path, ckpt.get("config", {}), cfg)
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
         opt.load_state_dict(ckpt["optimizer"])
