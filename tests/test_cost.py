@@ -331,6 +331,7 @@ def test_macs_command_prints_both_conventions_and_writes_outputs(cifar, cache_di
     out = capsys.readouterr().out
     assert "paper: 6.1 G" in out and "6.0711" in out and "partial(12)" in out and "complete G" in out
     assert (tmp_path / "macs.csv").is_file() and (tmp_path / "b1.png").is_file()
+    assert (tmp_path / "macs-ddpm-cifar10.csv").read_text() == (tmp_path / "macs.csv").read_text()
 
 
 @pytest.mark.parametrize("argv,needle", [

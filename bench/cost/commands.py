@@ -19,7 +19,7 @@ def register(subparsers) -> None:
                                           "no attention matmuls, batch 1, U-Net only) and the complete one (with "
                                           "attention, CFG doubling, text encoder and decoder), next to the paper.")
     p.add_argument("--preset", default="all", help="preset name or 'all' (default)")
-    p.add_argument("--csv", metavar="DIR", help="write macs.csv (one tidy table of every preset) into DIR")
+    p.add_argument("--csv", metavar="DIR", help="write macs.csv (every preset) and macs-<preset>.csv into DIR")
     p.add_argument("--plot", metavar="PNG", help="write the MACs-against-branch figure (paper Fig. B.1)")
     p.add_argument("--refresh", action="store_true", help="re-measure instead of reading the disk cache")
     p.add_argument("--cache", metavar="DIR", help="MACs cache directory (default $FLEXBENCH_CACHE/macs)")
@@ -86,6 +86,9 @@ def run_macs(args) -> int:
         print(format_table(table, get_preset(table.preset)))
     if args.csv:
         print(f"wrote {write_csv(tables, Path(args.csv) / 'macs.csv')}")
+        for table in tables:
+            write_csv([table], Path(args.csv) / f"macs-{table.preset}.csv")
+        print(f"wrote macs-<preset>.csv for {', '.join(t.preset for t in tables)} in {args.csv}")
     if args.plot:
         print(f"wrote {plot_branches(tables, args.plot)}")
     return 0
