@@ -53,7 +53,8 @@ def run(args) -> int:
     real = load_split_uint8("all")[0]  # all 1797 real digits: the reference set, its statistics cached
     print(f"latency: timing both plans on the embedded architecture (batch {args.latency_batch}) ...")
     latency = measure_plans(LatencyCase("embedded", batch_size=args.latency_batch, threads=args.threads,
-                                        device=str(bundle.device), warmup=1, repeats=args.latency_repeats),
+                                        device=str(bundle.device), warmup=1, repeats=args.latency_repeats,
+                                        guidance=False),  # the demo samples unconditionally
                             [teacher, candidate])
     rows = []
     for plan in (teacher, candidate):
