@@ -26,25 +26,18 @@ GATES = dict(fid_ratio_max=3.0, class_fraction_min=0.05, class_fraction_max=0.15
 def sample_digits(unet, scheduler_config: dict, seeds: list[int], labels: torch.Tensor | None,
                   guidance_scale: float | None, steps: int = 100, batch_size: int = 250, null_class: int = 10,
                   progress: bool = True) -> torch.Tensor:
-    """DDIM (eta 0) samples in [-1, 1]; ``labels`` None: unconditional (null class); guidance as in Ho & Salimans."""
-    from tqdm.auto import tqdm
-
-    from flexiffusion.denoisers import ClassDenoiser
-    from flexiffusion.sampler import sample
+    """DDIM (eta 0) samples in [-1, 1]; ``labels`` None: unconditional (null class); guidance as in Ho & Salimans.
+    Sampled by the harness's own generator (:func:`bench.generate.generate_latents`)."""
+    from bench.generate import generate_latents
+    from bench.models import ModelBundle
     from flexiffusion.schedule import Plan
-    from flexiffusion.schedulers import make_scheduler
-    from flexiffusion.seeds import noise_for_seeds
 
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-    denoiser = ClassDenoiser(unet, guidance_scale=guidance_scale, null_class=null_class)
-    plan = Plan.full(steps)
-    out = []
-    for i in tqdm(range(0, len(seeds), batch_size), desc="sampling", unit="batch", disable=not progress):
-        noise = noise_for_seeds(seeds[i:i + batch_size], shape)
-        cond = None if labels is None else labels[i:i + batch_size]
-        sched = make_scheduler("ddim", scheduler_config, steps)
-        out.append(sample(denoiser, sched, plan, noise, cond=cond, step_kwargs={"eta": 0.0}).latents.clamp(-1, 1))
-    return torch.cat(out)
+    bundle = ModelBundle("embedded", unet, scheduler_config, shape, conditioning="class", num_classes=null_class,
+                         null_class=null_class)
+    latents = generate_latents(bundle, Plan.full(steps, name="teacher"), seeds, labels=labels,
+                               guidance_scale=guidance_scale, batch_size=batch_size, progress=progress)
+    return latents.clamp(-1, 1)
 
 
 def fidelity(images_a: torch.Tensor, images_b: torch.Tensor, isc: bool = False,
