@@ -15,7 +15,12 @@ from flexiffusion.schedule import Plan, Step
 from flexiffusion.schedulers import make_scheduler
 from flexiffusion.seeds import generators, noise_for_seeds
 
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    with torch.no_grad():  # module-wide; never torch.set_grad_enabled(False), which leaks into later test files
+        yield
 
 
 def test_branch_numbering(tiny_unet):

@@ -14,7 +14,12 @@ from flexiffusion.schedule import Plan
 from flexiffusion.schedulers import SCHEDULERS, grid_length, make_scheduler
 from flexiffusion.seeds import generators, noise_for_seeds, parse_seeds
 
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    with torch.no_grad():  # module-wide; never torch.set_grad_enabled(False), which leaks into later test files
+        yield
 
 
 def test_all_full_plan_equals_ddim_pipeline(tiny_unet):

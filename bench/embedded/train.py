@@ -238,6 +238,7 @@ def install_weights(src: Path, dst: Path = PACKAGE_WEIGHTS) -> Path:
     return dst
 
 
+@torch.enable_grad()  # training must not depend on the caller's grad mode
 def train(out: Path, cfg: TrainConfig, command: str, threads: int | None = None, progress: bool = True) -> Path:
     """The whole embedded training: classifier, diffusion model, final artefacts with manifest. Returns weights dir."""
     import diffusers
