@@ -27,7 +27,7 @@ def _extractor() -> str:
         Extractor("digits-cnn").fingerprint  # loads its weights
         return "digits-cnn"
     except Exception:
-        from test_quality_standins import register
+        from quality_standins import register
 
         return register()
 
@@ -47,7 +47,7 @@ def _generator():
         gen = lambda plan: generate_images(bundle, plan, range(N_IMAGES), batch_size=N_IMAGES, progress=False)
         return bundle.name, gen, Plan.full(GRID), Plan.uniform(GRID, interval=3, branch=2)
     except ImportError:
-        from test_quality_standins import random_images
+        from quality_standins import random_images
 
         base = random_images(N_IMAGES, seed=0).float() / 255
         gen = lambda level: (base + level * torch.randn(base.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)

@@ -19,7 +19,7 @@ from bench.quality import (RelativeFID, TeacherSpec, available_extractors, class
 from bench.quality.extractors import Extractor
 from bench.quality.features import FeatureSet
 from bench.quality.images import as_images
-from test_quality_standins import FEATURE_DIM, random_images, register
+from quality_standins import FEATURE_DIM, random_images, register
 
 EX = register()
 
