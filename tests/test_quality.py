@@ -71,8 +71,12 @@ def test_all_metrics_do_not_depend_on_batch_size(_cache):
     large = fidelity(A, B, metrics, extractor=EX, batch_size=64, cache=False)
     assert small.keys() == large.keys() >= {"fid", "kid_mean", "kid_std", "precision", "recall", "f_score",
                                             "isc_mean", "isc_std", "n_images", "n_reference"}
+    # Float32 features extracted in different blocks differ in the last bits. Measured over batch sizes 1, 7, 16,
+    # 64, 150 (stand-in extractor): FID 4.3e-8, kid_mean 3.4e-7, IS 1.2e-8 relative; kid_std 2.1e-8 absolute (1.5e-5
+    # relative: a small difference of float32 quantities); precision/recall exact. Tolerance: rel 1e-5 (>= 30x the
+    # relative noise) or abs 2e-7 (10x the absolute noise), whichever is looser.
     for k in small:
-        assert small[k] == pytest.approx(large[k], rel=1e-6, abs=1e-9), k
+        assert small[k] == pytest.approx(large[k], rel=1e-5, abs=2e-7), k
     assert small["n_images"] == 120 and small["n_reference"] == 150
     assert cached_files(_cache) == []  # cache=False writes nothing
 
@@ -307,7 +311,6 @@ def test_fewer_images_than_feature_dimensions_warns_that_fid_is_biased():
 
 @pytest.mark.filterwarnings("ignore:FID statistics of 4 images")
 def test_rfid_for_a_bundle_uses_the_real_generator_with_the_teachers_seeds():
-    pytest.importorskip("bench.generate", reason="bench.generate (harness sampling) not importable")
     from bench.models import load_model
     from flexiffusion.schedule import Plan
 
