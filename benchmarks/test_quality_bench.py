@@ -1,70 +1,32 @@
 """Cost of one rFID candidate evaluation, split into its stages: sampling / features / distance.
 
-The teacher is generated (and cached) before timing.  Sampling uses the real harness
-(``bench.generate.generate_images`` on the embedded model, or the random ``tiny-ddpm`` bundle while the embedded
-weights are not installed) when it imports, else a stand-in
-generator; features use ``digits-cnn`` when its weights are installed, else the tests' projection extractor.
-Run with ``pytest benchmarks/test_quality_bench.py --benchmark-enable``; the chosen generator/extractor and the
-image count are in each result's ``extra_info``.
+The teacher is generated (and cached) before timing.  Everything is the real harness: the shipped embedded model
+sampled by ``bench.generate.generate_images`` (through ``RelativeFID.for_bundle``) and its ``digits-cnn``
+extractor.  A missing or broken piece fails the benchmark; nothing is replaced by a stand-in.
+Run with ``pytest benchmarks/test_quality_bench.py --benchmark-enable``; the model, extractor and image count are
+in each result's ``extra_info``.
 """
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from bench.models import load_model
+from bench.quality import RelativeFID
+from flexiffusion.schedule import Plan
 
 N_IMAGES, GRID = 32, 10
 
 
-def _extractor() -> str:
-    try:
-        from bench.quality.extractors import Extractor
-
-        Extractor("digits-cnn").fingerprint  # loads its weights
-        return "digits-cnn"
-    except Exception:
-        from quality_standins import register
-
-        return register()
-
-
-def _generator():
-    """(name, plan -> images, teacher plan, candidate plan)."""
-    try:
-        from bench.generate import generate_images
-        from bench.models import load_model
-        from flexiffusion.errors import UserError
-        from flexiffusion.schedule import Plan
-
-        try:
-            bundle = load_model("embedded")
-        except UserError:  # weights not installed: the random tiny model has the same cost structure
-            bundle = load_model("tiny-ddpm")
-        gen = lambda plan: generate_images(bundle, plan, range(N_IMAGES), batch_size=N_IMAGES, progress=False)
-        return bundle.name, gen, Plan.full(GRID), Plan.uniform(GRID, interval=3, branch=2)
-    except ImportError:
-        from quality_standins import random_images
-
-        base = random_images(N_IMAGES, seed=0).float() / 255
-        gen = lambda level: (base + level * torch.randn(base.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
-        return "stand-in", gen, 0.0, 0.1
-
-
 @pytest.fixture(scope="module")
 def evaluator(tmp_path_factory):
-    from bench.quality import RelativeFID, TeacherSpec
-
-    name, gen, teacher_plan, candidate = _generator()
-    spec = TeacherSpec(name, "random", "ddim", GRID, tuple(range(N_IMAGES)))
-    rfid = RelativeFID(gen, spec, extractor=_extractor(), plan=teacher_plan,
-                       cache_dir=tmp_path_factory.mktemp("cache"))
+    bundle = load_model("embedded")
+    rfid = RelativeFID.for_bundle(bundle, range(N_IMAGES), GRID, gen_batch_size=N_IMAGES, extractor="digits-cnn",
+                                  cache_dir=tmp_path_factory.mktemp("cache"))
     rfid.teacher_features().statistics(rfid.layer)  # teacher work happens once, outside the timings
+    candidate = Plan.uniform(GRID, interval=3, branch=2)
     images = rfid.sample(candidate)
-    return rfid, candidate, images, rfid.features(images), name
+    return rfid, candidate, images, rfid.features(images), bundle.name
 
 
 def _info(benchmark, rfid, name):

@@ -23,6 +23,21 @@ def test_help_on_every_subcommand(capsys):
         assert "usage:" in capsys.readouterr().out
 
 
+def test_a_command_module_that_fails_to_import_fails_loudly(monkeypatch, tmp_path):
+    """A listed module that is missing or broken raises; its sub-commands never silently drop out."""
+    from bench import cli
+
+    assert {"demo", "sample", "macs", "latency", "cost-figures"} <= set(_subcommands())
+    monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, "bench.commands.not_written"])
+    with pytest.raises(ModuleNotFoundError, match="bench.commands.not_written"):
+        cli.build_parser()
+    (tmp_path / "broken_commands.py").write_text("raise RuntimeError('broken at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["bench.commands.sample", "broken_commands"])
+    with pytest.raises(RuntimeError, match="broken at import"):
+        cli.main(["sample", "--help"])
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--uniform", "5,0"], "branch 0 out of range"),
     (["--plan", '{"steps": ["p1", "f"]}'], "first step must be full"),
