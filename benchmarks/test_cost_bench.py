@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from flexiffusion.schedule import Plan, Step
+from flexiffusion.threads import num_threads
 
 PRESET = "ddpm-cifar10"
 BATCH = int(os.environ.get("FLEXBENCH_BENCH_BATCH", 16))
@@ -36,11 +37,8 @@ def _median(benchmark):
 def cifar():
     from bench.presets import build
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    built = build(PRESET, batch_size=BATCH)
-    yield built
-    torch.set_num_threads(previous)
+    with num_threads(THREADS):
+        yield build(PRESET, batch_size=BATCH)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +94,7 @@ def test_partial_step(benchmark, cifar, cost, branch):
 
 
 def _plan_runner(cifar, plan):
-    from bench.cost.latency import preset_denoiser
+    from bench.cost.plan_latency import preset_denoiser
     from flexiffusion.engine import StepEngine
     from flexiffusion.sampler import sample
     from flexiffusion.schedulers import make_scheduler_for_grid

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from flexiffusion.errors import UserError
 from flexiffusion.schedule import Plan, Step
+from flexiffusion.threads import num_threads
 
 from bench import presets
 from bench.cost import macs
@@ -71,8 +72,8 @@ def test_paper_convention_is_fvcore_default(cifar):
     from fvcore.nn import FlopCountAnalysis
 
     built = presets.build("ddpm-cifar10")
-    with torch.no_grad(), macs._single_thread():
-        fa = FlopCountAnalysis(macs._Call(built.unet, "forward", 2, [], {"return_dict": False}),
+    with torch.no_grad(), num_threads(1):
+        fa = FlopCountAnalysis(macs.Call(built.unet, "forward", 2, [], {"return_dict": False}),
                                (built.sample, built.timestep))
         fa.unsupported_ops_warnings(False)
         fa.uncalled_modules_warnings(False)
@@ -234,7 +235,7 @@ def test_lookup_agrees_with_direct_computation(cifar):
     engine = StepEngine.attach(built.unet)
     traced = 0
     try:
-        with macs._single_thread():
+        with num_threads(1):
             for step in plan.steps:
                 if step.evaluates:
                     with engine.step(step):
@@ -265,23 +266,64 @@ def test_complete_cost_counts_parts_per_image():
 # ---- latency harness (bookkeeping only: no timing assertions) -----------------------------------------------------
 
 
+def test_measurement_summaries_against_hand_computed_values():
+    from bench.cost.latency import Measurement
+
+    m = Measurement("plan:x", None, batch_size=2, values=[4.0, 1.0, 3.0, 2.0], calls=4)
+    assert (m.median, m.q1, m.q3, m.iqr, m.mean) == (2.5, 1.75, 3.25, 1.5, 2.5)  # numpy.percentile's linear rule
+    assert (m.per_image, m.per_step) == (1.25, 0.625)
+    assert Measurement("one", None, 1, [0.5]).iqr == 0.0
+
+
+def _report(case, env, series: dict):
+    from bench.cost.latency import LatencyReport, Measurement
+
+    return LatencyReport(case, env, [Measurement(n, b, case.batch_size, list(v)) for (n, b), v in series.items()])
+
+
+def test_engine_overhead_paired_and_unpaired():
+    from bench.cost.latency import LatencyCase, engine_overhead
+
+    report = _report(LatencyCase("embedded"), {}, {("native", None): [1.0, 2.0, 4.0], ("full", None): [1.1, 4.4, 4.2]})
+    # paired: median of 1.1, 2.2, 1.05 = 1.1; unpaired: median(full) 4.2 / median(native) 2.0 = 2.1
+    assert engine_overhead(report) == pytest.approx(0.1)
+    assert engine_overhead(report, paired=False) == pytest.approx(1.1)
+
+
 def test_latency_report_on_embedded_model():
-    from bench.cost.latency import LatencyCase, engine_overhead, measure_steps
+    from bench.cost.latency import LatencyCase, measure_steps
 
     case = LatencyCase("embedded", batch_size=2, threads=1, warmup=1, repeats=3, branches=(1, 9))
-    report = measure_steps(case)
+    with num_threads(2):
+        report = measure_steps(case)
+        assert torch.get_num_threads() == 2  # the case's thread count is scoped to the run
     names = [(m.name, m.branch) for m in report.measurements]
     assert names == [("native", None), ("full", None), ("partial", 1), ("partial", 9)]
     for m in report.measurements:
-        assert len(m.values) == 3 and all(v > 0 for v in m.values)
-        assert m.q1 <= m.median <= m.q3 and m.per_image == m.median / 2
+        assert len(m.values) == 3 and all(v > 0 for v in m.values) and m.batch_size == 2
     env = report.environment
-    assert env["unet_batch"] == 4 and env["threads"] == 1 and env["torch"] == torch.__version__
-    assert env["device"] == "cpu" and "diffusers" in env
+    assert env["unet_batch"] == 4 and env["threads"] == 1 and env["torch"] == torch.__version__.split("+")[0]
+    assert env["device"] == "cpu" and "diffusers" in env and "git_commit" in env
     flat = report.to_dict(flat=True)
-    assert flat["case.batch_size"] == 2 and "partial.9.median_s" in flat and "env.torch" in flat
+    assert flat["case.batch_size"] == 2 and flat["partial.9.n"] == 3 and flat["env.threads"] == 1
+    assert flat["full.median_s"] == sorted(report.get("full").values)[1]
     assert len(report.to_dataframe()) == 4
-    assert isinstance(engine_overhead(report), float)
+
+
+def test_latency_never_moves_or_casts_the_shared_preset_unet():
+    """A case in another dtype runs a private copy: the process-wide preset U-Net stays float32, same storage."""
+    from bench.cost.latency import LatencyCase, measure_plans, measure_steps
+
+    shared = presets.get_preset("embedded").build_unet()
+    before = {k: (v.dtype, v.device, v.data_ptr(), v.clone()) for k, v in shared.state_dict().items()}
+    case = LatencyCase("embedded", batch_size=1, threads=1, dtype="bfloat16", warmup=0, repeats=1, branches=(2,))
+    measure_steps(case)
+    measure_plans(case, [Plan.from_tokens(["f", "p2"])])
+    assert presets.get_preset("embedded").build_unet() is shared
+    for k, v in shared.state_dict().items():
+        dtype, device, ptr, value = before[k]
+        assert (v.dtype, v.device, v.data_ptr()) == (dtype, device, ptr) and torch.equal(v, value), k
+    assert not shared._forward_hooks and not shared._forward_pre_hooks  # the engine detached
 
 
 def test_latency_of_a_plan_uses_the_sampler():
@@ -291,18 +333,63 @@ def test_latency_of_a_plan_uses_the_sampler():
     report = measure_plans(LatencyCase("embedded", batch_size=2, threads=1, warmup=0, repeats=2), plans)
     assert [m.name for m in report.measurements] == ["plan:full4", "plan:mixed"]
     assert all(len(m.values) == 2 and m.calls == 4 for m in report.measurements)
+    assert report.environment["scheduler"] == "ddim" and report.environment["guidance"] is True
 
 
-def test_cost_figures_bookkeeping(tmp_path, monkeypatch):
+def _traced_macs(name: str, tokens: list[str]) -> int:
+    """Paper-convention MACs of a plan traced step by step through the engine (independent of the cost model)."""
+    from flexiffusion.engine import StepEngine
+
+    built = presets.build(name)
+    engine = StepEngine.attach(built.unet)
+    try:
+        total = 0
+        for step in Plan.from_tokens(tokens).steps:
+            if step.evaluates:
+                with engine.step(step):
+                    total += macs.count_call(built.unet, (built.sample, built.timestep), built.kwargs,
+                                             static={"return_dict": False}).paper
+    finally:
+        engine.detach()
+    return total
+
+
+def test_cost_figures_runs_and_its_mac_speedup_matches_a_traced_plan(tmp_path, monkeypatch):
     from bench.cost.figures import cost_figures, format_figures
 
     monkeypatch.setenv("FLEXBENCH_CACHE", str(tmp_path))
     fig = cost_figures("embedded", batch_size=1, threads=1, steps=4, interval=2, branches=(1,), repeats=2, warmup=0)
     (row,) = fig["plans"]
     assert row["plan"] == "uniform-4-N2-b1" and row["nfe"] == 4
-    assert row["mac_speedup"] == pytest.approx(4 / (2 + 2 * fig["partial"][1]["mac_fraction"]))
-    assert row["wall_over_mac"] == pytest.approx(row["wall_speedup"] / row["mac_speedup"])
+    full = _traced_macs("embedded", ["f"])
+    assert row["mac_speedup"] == pytest.approx(4 * full / _traced_macs("embedded", ["f", "p1", "f", "p1"]), rel=1e-12)
+    assert fig["partial"][1]["mac_fraction"] == pytest.approx(_traced_macs("embedded", ["f", "p1"]) / full - 1)
+    assert len(fig["raw"]["plans"]["measurements"]) == 2 and all(
+        len(m["values"]) == 2 for m in fig["raw"]["plans"]["measurements"])
     assert "engine overhead" in format_figures(fig) and list(tmp_path.glob("macs/embedded-*.json"))
+
+
+def test_cost_figures_arithmetic_on_known_timings(monkeypatch):
+    """Timings replaced by known values: every figure is checked against a hand-computed number."""
+    from bench.cost import figures
+    from bench.cost.latency import LatencyCase
+    from flexiffusion.environment import environment
+
+    case, env = LatencyCase("embedded", batch_size=1), environment()
+    steps = _report(case, env, {("native", None): [1.0, 2.0, 1.0], ("full", None): [1.10, 2.04, 1.03],
+                                ("partial", 1): [0.3, 0.8, 0.4]})
+    plans = _report(case, env, {("plan:full-4", None): [4.0, 8.0, 4.0], ("plan:uniform-4-N2-b1", None): [2.0, 2.0, 1.0]})
+    monkeypatch.setattr(figures, "measure_steps", lambda *a, **k: steps)
+    monkeypatch.setattr(figures, "measure_plans", lambda *a, **k: plans)
+    fig = figures.cost_figures("embedded", steps=4, interval=2, branches=(1,))
+    assert fig["engine_overhead"] == pytest.approx(0.03)             # median of 1.10, 1.02, 1.03, minus 1
+    assert fig["engine_overhead_unpaired"] == pytest.approx(0.10)    # 1.10 / 1.0 - 1
+    assert fig["partial"][1]["wall_fraction"] == pytest.approx(0.4 / 1.03)  # median of 0.273, 0.392, 0.388
+    (row,) = fig["plans"]
+    assert row["wall_speedup"] == pytest.approx(4.0)                 # median of 2, 4, 4
+    assert row["wall_speedup_unpaired"] == pytest.approx(2.0)        # 4.0 / 2.0
+    assert row["wall_over_mac"] == pytest.approx(4.0 / row["mac_speedup"])
+    assert fig["full_plan_median_s"] == 4.0 and row["median_s"] == 2.0 and row["iqr_s"] == pytest.approx(0.5)
 
 
 def test_latency_bad_inputs():
@@ -359,7 +446,7 @@ PAPER_FULL = {"ddpm-bedroom": 248.7, "ldm-4-g": 99.82, "sd-v1.5": 338.76}
                                   for n in sorted(PAPER_FULL)])
 def test_paper_full_step_within_one_percent(name):
     built = presets.build(name)
-    with macs._single_thread():
+    with num_threads(1):
         count = macs.count_call(built.unet, (built.sample, built.timestep), built.kwargs,
                                 static={"return_dict": False})
     assert count.paper / 1e9 == pytest.approx(PAPER_FULL[name], rel=0.01)
@@ -370,7 +457,7 @@ def test_paper_full_step_within_one_percent(name):
 def test_sd_text_encoder_and_decoder():
     sd = presets.get_preset("sd-v1.5")
     ids = torch.zeros((1, 77), dtype=torch.long)
-    with macs._single_thread():
+    with num_threads(1):
         text = macs.count_call(sd.build_part("text_encoder"), (ids,), static={"return_dict": False})
         vae = macs.count_call(sd.build_part("decoder"), (torch.randn(1, 4, 64, 64),), method="decode",
                               static={"return_dict": False})

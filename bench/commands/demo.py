@@ -8,10 +8,6 @@ candidate.
 """
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 from flexiffusion.errors import UserError
 from flexiffusion.schedule import Plan
 
@@ -24,30 +20,47 @@ def _table(rows: list[dict]) -> str:
 
 
 def run(args) -> int:
-    import torch
+    from flexiffusion.engine import StepEngine
+    from flexiffusion.io import atomic_write_json
+    from flexiffusion.threads import num_threads
 
-    from bench.cost.latency import LatencyCase, measure_plans
-    from bench.cost.schedule_cost import plan_cost
-    from bench.embedded.data import load_split_uint8
-    from bench.generate import generate_images
     from bench.models import load_model
-    from bench.quality.fidelity import fidelity
-    from bench.quality.rfid import RelativeFID
 
     if args.n < 2:
         raise UserError(f"--n {args.n}: FID needs at least 2 images (1000 for the paper's protocol)")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads {args.threads}: need at least 1 thread")
     teacher = Plan.full(args.steps, name="teacher (DDIM)")
     candidate = Plan.uniform(args.steps, args.interval, args.branch,
                              name=f"uniform N={args.interval} b={args.branch}")
     bundle = load_model("embedded", device=args.device)
     for plan in (teacher, candidate):
         plan.validate(grid_length=args.steps)
-    from flexiffusion.engine import StepEngine
-
     candidate.validate(StepEngine(bundle.unet).num_branches)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     seeds = list(range(args.seed0, args.seed0 + args.n))
+    with num_threads(args.threads):  # the caller's thread count is restored afterwards
+        rows, environment = _evaluate(args, bundle, (teacher, candidate), seeds)
+    print()
+    print(f"embedded digits model, {args.steps}-step DDIM, {args.n} images (seeds {seeds[0]}-{seeds[-1]}), "
+          f"MACs: paper convention (U-Net only, batch 1, attention matmuls not counted)")
+    print(_table(rows))
+    if args.out:
+        out = atomic_write_json(args.out, {"rows": rows, "environment": environment}, sort_keys=False, default=str)
+        print(f"wrote {out}")
+    return 0
+
+
+def _evaluate(args, bundle, plans, seeds) -> tuple[list[dict], dict]:
+    """Rows of the demo table (teacher first) and the environment they were measured in."""
+    from bench.cost.cases import LatencyCase
+    from bench.cost.plan_latency import measure_plans
+    from bench.cost.schedule_cost import plan_cost
+    from bench.embedded.data import load_split_uint8
+    from bench.generate import generate_images
+    from bench.quality.fidelity import fidelity
+    from bench.quality.rfid import RelativeFID
+
+    teacher = plans[0]
     rfid = RelativeFID.for_bundle(bundle, seeds, args.steps, scheduler="ddim", gen_batch_size=args.batch_size,
                                   progress=True, cache_dir=args.cache_dir)
     real = load_split_uint8("all")[0]  # all 1797 real digits: the reference set, its statistics cached
@@ -55,16 +68,15 @@ def run(args) -> int:
     latency = measure_plans(LatencyCase("embedded", batch_size=args.latency_batch, threads=args.threads,
                                         device=str(bundle.device), warmup=1, repeats=args.latency_repeats,
                                         guidance=False),  # the demo samples unconditionally
-                            [teacher, candidate])
+                            list(plans))
     rows = []
-    for plan in (teacher, candidate):
+    for plan, lat in zip(plans, latency.measurements):
         images = rfid.teacher_images().tensor() if plan is teacher else generate_images(
             bundle, plan, seeds, batch_size=args.batch_size, desc=plan.name)
         quality = fidelity(images, real, ("fid", "isc", "prc"), extractor="digits-cnn",
                            reference_source="digits-all", cache_dir=args.cache_dir)
         relative = rfid.score_images(images)
         cost = plan_cost(plan, "embedded")
-        lat = latency.measurements[len(rows)]
         rows.append({"plan": plan.name, "NFE": plan.nfe, "avg MACs (G)": cost.avg_macs_g,
                      "speedup (MACs)": cost.speedup, "latency (ms/img)": 1e3 * lat.per_image,
                      "speedup (wall)": None, "FID": quality["fid"], "rFID": relative["rfid"],
@@ -72,18 +84,7 @@ def run(args) -> int:
                      "n": args.n})
     for r in rows:
         r["speedup (wall)"] = rows[0]["latency (ms/img)"] / r["latency (ms/img)"]
-    print()
-    print(f"embedded digits model, {args.steps}-step DDIM, {args.n} images (seeds {seeds[0]}-{seeds[-1]}), "
-          f"MACs: paper convention (U-Net only, batch 1, attention matmuls not counted)")
-    print(_table(rows))
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"rows": rows, "environment": latency.environment}, indent=2, default=str))
-        os.replace(tmp, out)
-        print(f"wrote {out}")
-    return 0
+    return rows, latency.environment
 
 
 def register(sub) -> None:

@@ -5,12 +5,14 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from flexiffusion.errors import UserError
+from flexiffusion.io import atomic_write_json
 
-from .macs import COMPLETE, CONVENTIONS, G, PAPER, plot_branches, preset_table, write_csv
+from .counting import COMPLETE, CONVENTIONS, PAPER, G
+from .export import plot_branches, write_csv
+from .macs import preset_table
 
 
 def register(subparsers) -> None:
@@ -152,7 +154,9 @@ def parse_plan(spec: str):
 
 
 def run_latency(args) -> int:
-    from .latency import LatencyCase, engine_overhead, measure_plans, measure_steps
+    from .cases import LatencyCase
+    from .plan_latency import measure_plans
+    from .step_latency import engine_overhead, measure_steps
     from .schedule_cost import CostModel
 
     case = LatencyCase(args.preset, batch_size=args.batch, threads=args.threads, device=args.device,
@@ -193,9 +197,7 @@ def run_latency(args) -> int:
                   f"{c.avg_macs_g:>12.4f}{c.speedup:>7.2f}{wall}")
         result["plans"] = preport.to_dict()
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1, default=str))
-        print(f"wrote {args.json}")
+        print(f"wrote {atomic_write_json(args.json, result, indent=1, sort_keys=False, default=str)}")
     return 0
 
 
@@ -214,7 +216,5 @@ def run_figures(args) -> int:
                        args.warmup, args.device, progress=True)
     print(format_figures(fig))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(fig, indent=1, default=str))
-        print(f"wrote {args.json}")
+        print(f"wrote {atomic_write_json(args.json, fig, indent=1, sort_keys=False, default=str)}")
     return 0

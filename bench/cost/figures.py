@@ -14,7 +14,9 @@ import statistics
 
 from flexiffusion.schedule import Plan
 
-from .latency import LatencyCase, engine_overhead, measure_plans, measure_steps
+from .cases import LatencyCase
+from .plan_latency import measure_plans
+from .step_latency import engine_overhead, measure_steps
 from .schedule_cost import CostModel
 
 

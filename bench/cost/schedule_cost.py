@@ -16,7 +16,9 @@ from typing import Sequence
 from flexiffusion.errors import UserError
 from flexiffusion.schedule import Plan, Step
 
-from .macs import COMPLETE, G, PAPER, MacsTable, _check_convention, preset_table
+from .counting import COMPLETE, PAPER, G, check_convention
+from .macs import preset_table
+from .table import MacsTable
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class CostModel:
     """MACs per step type of one model: ``step_macs[0]`` null, ``[b]`` partial(b), ``[B + 1]`` full."""
 
     def __init__(self, step_macs: Sequence[int], name: str = "", convention: str = PAPER, extra_macs: int = 0):
-        _check_convention(convention)
+        check_convention(convention)
         if len(step_macs) < 2:
             raise UserError("a cost model needs at least the null and full step MACs")
         self.step_macs = tuple(int(m) for m in step_macs)
