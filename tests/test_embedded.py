@@ -11,14 +11,13 @@ import torch
 from bench.embedded import data as D
 from bench.embedded.unet import NULL_CLASS, SCHEDULER_CONFIG, UNET_CONFIG, build_unet, count_params
 from flexiffusion.errors import UserError
+from flexiffusion.threads import num_threads
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with num_threads(1):
+        yield
 
 
 # --- data -------------------------------------------------------------------------------------------------------
