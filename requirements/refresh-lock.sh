@@ -29,5 +29,6 @@ trap 'rm -f "$new"' ERR
     echo "# Regenerate with requirements/refresh-lock.sh (docs/dependencies.md); do not edit by hand."
     "$venv/bin/pip" freeze --exclude-editable --all | grep -v -E '^pip=='
 } > "$new"
+chmod 644 "$new"
 mv "$new" "$out"
 echo "wrote $out ($(grep -c '==' "$out") pins)"
