@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from baselines.deepcache import uniform_plan
 from flexiffusion.errors import UserError
 from flexiffusion.schedule import Plan
 
@@ -37,7 +38,7 @@ def run(args) -> int:
     if args.n < 2:
         raise UserError(f"--n {args.n}: FID needs at least 2 images (1000 for the paper's protocol)")
     teacher = Plan.full(args.steps, name="teacher (DDIM)")
-    candidate = Plan.uniform(args.steps, args.interval, args.branch,
+    candidate = uniform_plan(args.steps, args.interval, args.branch,
                              name=f"uniform N={args.interval} b={args.branch}")
     bundle = load_model("embedded", device=args.device)
     for plan in (teacher, candidate):

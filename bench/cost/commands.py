@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from baselines.deepcache import uniform_plan
 from flexiffusion.errors import UserError
 
 from .macs import COMPLETE, CONVENTIONS, G, PAPER, plot_branches, preset_table, write_csv
@@ -142,7 +143,7 @@ def parse_plan(spec: str):
         if parts[0] == "full" and len(parts) == 2:
             return Plan.full(int(parts[1]))
         if parts[0] == "uniform" and len(parts) == 4:
-            return Plan.uniform(int(parts[1]), int(parts[2]), int(parts[3]))
+            return uniform_plan(int(parts[1]), int(parts[2]), int(parts[3]))
     except ValueError:
         raise UserError(f"malformed plan spec {spec!r}: use full:N or uniform:N:INTERVAL:BRANCH") from None
     path = Path(spec)
