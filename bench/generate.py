@@ -39,8 +39,16 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
 
 
+def _scheduler_maker(scheduler):
+    """``scheduler`` is a registry name or a factory ``(config, grid_length, device) -> scheduler`` (e.g. a
+    scheduler with custom timesteps)."""
+    if callable(scheduler):
+        return scheduler
+    return lambda config, length, device=None: make_scheduler_for_grid(scheduler, config, length, device=device)
+
+
 @torch.no_grad()
-def generate_latents(bundle: ModelBundle, plan: Plan, seeds: Sequence[int], *, scheduler: str = "ddim",
+def generate_latents(bundle: ModelBundle, plan: Plan, seeds: Sequence[int], *, scheduler="ddim",
                      labels: torch.Tensor | None = None, prompts: Sequence[str] | None = None,
                      guidance_scale: float | None = None, cfg: str = "batched", eta: float = 0.0,
                      batch_size: int = 64, progress: bool = True, desc: str | None = None) -> torch.Tensor:
@@ -54,7 +62,8 @@ def generate_latents(bundle: ModelBundle, plan: Plan, seeds: Sequence[int], *, s
         raise UserError(f"{len(labels)} labels for {len(seeds)} seeds: give one label per seed")
     if bundle.conditioning == "text" and prompts is None:
         raise UserError("a text-to-image model needs prompts")
-    make_scheduler_for_grid(scheduler, bundle.scheduler_config, len(plan))  # validates the name early
+    make = _scheduler_maker(scheduler)
+    make(bundle.scheduler_config, len(plan))  # validates the name early
     device = bundle.device
     out = []
     with attached(bundle.unet) as engine:
@@ -72,7 +81,7 @@ def generate_latents(bundle: ModelBundle, plan: Plan, seeds: Sequence[int], *, s
                         else labels_for_seeds(bundle, chunk)).to(device)
             else:
                 cond = None
-            sched = make_scheduler_for_grid(scheduler, bundle.scheduler_config, len(plan), device=device)
+            sched = make(bundle.scheduler_config, len(plan), device=device)
             kwargs = {}
             if accepts(sched, "eta"):
                 kwargs["eta"] = eta

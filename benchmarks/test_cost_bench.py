@@ -16,6 +16,7 @@ import random
 import pytest
 import torch
 
+from baselines.deepcache import uniform_plan
 from flexiffusion.schedule import Plan, Step
 from flexiffusion.threads import num_threads
 
@@ -112,7 +113,7 @@ def _plan_runner(cifar, plan):
 
 
 PLANS = {"full": Plan.full(PLAN_STEPS)}
-PLANS.update({f"uniform-b{b}": Plan.uniform(PLAN_STEPS, INTERVAL, b) for b in BRANCHES})
+PLANS.update({f"uniform-b{b}": uniform_plan(PLAN_STEPS, INTERVAL, b) for b in BRANCHES})
 
 
 @pytest.mark.benchmark(group="plan")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from baselines.deepcache import uniform_plan
 from bench.models import load_model
 from bench.quality import RelativeFID
-from flexiffusion.schedule import Plan
 
 N_IMAGES, GRID = 32, 10
 
@@ -24,7 +24,7 @@ def evaluator(tmp_path_factory):
     rfid = RelativeFID.for_bundle(bundle, range(N_IMAGES), GRID, gen_batch_size=N_IMAGES, extractor="digits-cnn",
                                   cache_dir=tmp_path_factory.mktemp("cache"))
     rfid.teacher_features().statistics(rfid.layer)  # teacher work happens once, outside the timings
-    candidate = Plan.uniform(GRID, interval=3, branch=2)
+    candidate = uniform_plan(GRID, interval=3, branch=2)
     images = rfid.sample(candidate)
     return rfid, candidate, images, rfid.features(images), bundle.name
 

@@ -78,14 +78,6 @@ class Plan:
         return cls(tuple(Step.full() for _ in range(n)), name or f"full-{n}")
 
     @classmethod
-    def uniform(cls, n: int, interval: int, branch: int, name: str = "") -> "Plan":
-        """DeepCache's uniform schedule: a full step every ``interval`` steps, partial(branch) in between."""
-        if interval < 1:
-            raise UserError(f"interval must be >= 1, got {interval}")
-        steps = [Step.full() if i % interval == 0 else Step.partial(branch) for i in range(n)]
-        return cls(tuple(steps), name or f"uniform-N{interval}-b{branch}")
-
-    @classmethod
     def from_tokens(cls, tokens: Iterable[str], name: str = "") -> "Plan":
         return cls(tuple(Step.from_token(t) for t in tokens), name)
 

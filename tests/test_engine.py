@@ -5,12 +5,13 @@ import pytest
 import torch
 from diffusers import DDIMPipeline, DDIMScheduler, PNDMScheduler
 
+from baselines.deepcache import uniform_plan
 from bench.models.tiny import DDPM_SCHEDULER
 from flexiffusion.denoisers import ClassDenoiser, Denoiser, TextDenoiser
 from flexiffusion.engine import StepEngine
 from flexiffusion.errors import UserError
 from flexiffusion.sampler import sample
-from flexiffusion.schedule import Plan, Step
+from flexiffusion.schedule import Step
 from flexiffusion.schedulers import make_scheduler
 from flexiffusion.seeds import generators, noise_for_seeds
 
@@ -66,7 +67,7 @@ def _ddim_pipe(unet):
 
 @pytest.mark.parametrize("branch", range(1, 10))
 def test_partial_equals_deepcache_helper_unet2d(tiny_unet, branch, deepcache_helper):
-    """Plan.uniform(interval=3, b) == DeepCacheSDHelper(cache_interval=3, cache_branch_id=b-1), bit for bit."""
+    """uniform_plan(interval=3, b) == DeepCacheSDHelper(cache_interval=3, cache_branch_id=b-1), bit for bit."""
     pipe, seeds, n = _ddim_pipe(tiny_unet), [3, 4], 8
     helper = deepcache_helper(pipe=pipe)
     helper.set_params(cache_interval=3, cache_branch_id=branch - 1)
@@ -75,7 +76,7 @@ def test_partial_equals_deepcache_helper_unet2d(tiny_unet, branch, deepcache_hel
     helper.disable()
     engine = StepEngine.attach(tiny_unet)
     state = sample(Denoiser(tiny_unet, engine), make_scheduler("ddim", DDPM_SCHEDULER, n),
-                   Plan.uniform(n, 3, branch), noise_for_seeds(seeds, (1, 16, 16)))
+                   uniform_plan(n, 3, branch), noise_for_seeds(seeds, (1, 16, 16)))
     engine.detach()
     ours = (state.latents / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     assert (ours == ref).all()
@@ -104,7 +105,7 @@ def test_partial_equals_deepcache_helper_sd(tiny_sd, branch, deepcache_helper):
     engine = StepEngine.attach(tiny_sd.unet)
     assert engine.num_branches == 6
     state = sample(TextDenoiser(tiny_sd.unet, engine, guidance_scale=5.0),
-                   make_scheduler("ddim", tiny_sd.scheduler.config, n), Plan.uniform(n, 2, branch),
+                   make_scheduler("ddim", tiny_sd.scheduler.config, n), uniform_plan(n, 2, branch),
                    noise_for_seeds(seeds, (4, 16, 16)), {"prompt_embeds": pos, "negative_prompt_embeds": neg})
     engine.detach()
     tiny_sd.scheduler = PNDMScheduler.from_config(tiny_sd.scheduler.config)
@@ -142,7 +143,7 @@ def test_engine_errors(tiny_unet):
 
 def test_cfg_contexts_keep_separate_caches(tiny_class_unet):
     """Split CFG passes each use their own cache: equal to two independent engines, one per pass."""
-    n, plan, labels = 6, Plan.uniform(6, 3, 4), torch.tensor([2, 7])
+    n, plan, labels = 6, uniform_plan(6, 3, 4), torch.tensor([2, 7])
     noise = noise_for_seeds([5, 6], (1, 16, 16))
     engine = StepEngine.attach(tiny_class_unet)
     split = sample(ClassDenoiser(tiny_class_unet, engine, 3.0, "split", null_class=10),

@@ -3,6 +3,7 @@ import pytest
 import torch
 from diffusers import DDIMPipeline, DDIMScheduler
 
+from baselines.deepcache import uniform_plan
 from bench.generate import generate_images, generate_latents
 from bench.models import load_model
 from bench.models.tiny import DDPM_SCHEDULER
@@ -85,7 +86,7 @@ def test_noise_depends_only_on_seed():
 
 def test_batch_size_independence():
     bundle = load_model("tiny-class")
-    plan = Plan.uniform(8, 3, 4)
+    plan = uniform_plan(8, 3, 4)
     seeds = [0, 1, 2, 3, 4]
     a = generate_latents(bundle, plan, seeds, batch_size=5, guidance_scale=2.0, progress=False)
     b = generate_latents(bundle, plan, seeds, batch_size=2, guidance_scale=2.0, progress=False)
@@ -130,7 +131,7 @@ def test_sampler_errors(tiny_unet):
     with pytest.raises(UserError, match="unknown scheduler"):
         make_scheduler("euler-magic", DDPM_SCHEDULER, 10)
     with pytest.raises(UserError, match="no step engine"):
-        sample(Denoiser(tiny_unet), make_scheduler("ddim", DDPM_SCHEDULER, 4), Plan.uniform(4, 2, 1),
+        sample(Denoiser(tiny_unet), make_scheduler("ddim", DDPM_SCHEDULER, 4), uniform_plan(4, 2, 1),
                noise_for_seeds([0], (1, 16, 16)))
     with pytest.raises(UserError, match="base grid has 4"):
         sample(Denoiser(tiny_unet), make_scheduler("ddim", DDPM_SCHEDULER, 4), Plan.full(5),

@@ -1,5 +1,6 @@
 import pytest
 
+from baselines.deepcache import uniform_plan
 from flexiffusion.errors import UserError
 from flexiffusion.schedule import Plan, Step
 
@@ -13,7 +14,7 @@ def test_json_round_trip():
 
 
 def test_uniform_and_cache_needs():
-    plan = Plan.uniform(10, interval=5, branch=2)
+    plan = uniform_plan(10, interval=5, branch=2)
     assert plan.tokens() == ["f", "p2", "p2", "p2", "p2"] * 2
     mixed = Plan.from_tokens(["f", "p1", "p3", "n", "f", "n"])
     assert mixed.cache_needs(0) == {1, 3} and mixed.cache_needs(4) == frozenset()

@@ -8,6 +8,7 @@ candidate.
 """
 from __future__ import annotations
 
+from baselines.deepcache import uniform_plan
 from flexiffusion.errors import UserError
 from flexiffusion.schedule import Plan
 
@@ -31,7 +32,7 @@ def run(args) -> int:
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads {args.threads}: need at least 1 thread")
     teacher = Plan.full(args.steps, name="teacher (DDIM)")
-    candidate = Plan.uniform(args.steps, args.interval, args.branch,
+    candidate = uniform_plan(args.steps, args.interval, args.branch,
                              name=f"uniform N={args.interval} b={args.branch}")
     bundle = load_model("embedded", device=args.device)
     for plan in (teacher, candidate):

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from baselines.deepcache import uniform_plan
 from flexiffusion.errors import UserError
 from flexiffusion.schedule import Plan
 from flexiffusion.schedulers import SCHEDULERS
@@ -57,7 +58,7 @@ def plan_from_args(args) -> Plan:
             interval, branch = (int(v) for v in args.uniform.split(","))
         except ValueError:
             raise UserError(f"malformed --uniform {args.uniform!r}: use INTERVAL,BRANCH, e.g. 5,2") from None
-        plan = Plan.uniform(args.steps, interval, branch)
+        plan = uniform_plan(args.steps, interval, branch)
     else:
         plan = Plan.full(args.steps)
     return plan.validate(grid_length=args.steps if not args.plan else None)

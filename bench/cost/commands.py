@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from baselines.deepcache import uniform_plan
 from flexiffusion.errors import UserError
 from flexiffusion.io import atomic_write_json
 
@@ -144,7 +145,7 @@ def parse_plan(spec: str):
         if parts[0] == "full" and len(parts) == 2:
             return Plan.full(int(parts[1]))
         if parts[0] == "uniform" and len(parts) == 4:
-            return Plan.uniform(int(parts[1]), int(parts[2]), int(parts[3]))
+            return uniform_plan(int(parts[1]), int(parts[2]), int(parts[3]))
     except ValueError:
         raise UserError(f"malformed plan spec {spec!r}: use full:N or uniform:N:INTERVAL:BRANCH") from None
     path = Path(spec)

@@ -1,7 +1,7 @@
 """The two wall-clock figures of the cost issue, measured with the interleaved latency harness:
 
 1. engine overhead: a full step through the step engine against the model's own forward (target <= 3%);
-2. DeepCache-like plan: wall-clock speedup of ``Plan.uniform(n, interval, branch)`` over the all-full plan against
+2. DeepCache-like plan: wall-clock speedup of ``uniform_plan(n, interval, branch)`` over the all-full plan against
    its MAC speedup (paper convention), end to end through the sampler (target >= 0.9x of the MAC speedup).
 
 Every variant runs once per round; the figures are medians over rounds of the per-round ratios (ratios of medians
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 
+from baselines.deepcache import uniform_plan
 from flexiffusion.schedule import Plan
 
 from .cases import LatencyCase
@@ -34,7 +35,7 @@ def cost_figures(preset: str = "ddpm-cifar10", batch_size: int = 16, threads: in
                     "mac_fraction": cost.step_macs[b] / cost.full_macs} for b in branches}
 
     plans = [Plan.full(steps, name=f"full-{steps}")]
-    plans += [Plan.uniform(steps, interval, b, name=f"uniform-{steps}-N{interval}-b{b}") for b in branches]
+    plans += [uniform_plan(steps, interval, b, name=f"uniform-{steps}-N{interval}-b{b}") for b in branches]
     plan_case = LatencyCase(preset, batch_size=batch_size, threads=threads, device=device, warmup=warmup,
                             repeats=repeats)
     plan_report = measure_plans(plan_case, plans)
