@@ -39,7 +39,7 @@ def test_a_command_module_that_fails_to_import_fails_loudly(monkeypatch, tmp_pat
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--uniform", "5,0"], "branch 0 out of range"),
+    (["--uniform", "5,0"], "branch must be >= 1"),
     (["--plan", '{"steps": ["p1", "f"]}'], "first step must be full"),
     (["--plan", "{oops"], "malformed plan JSON"),
     (["--plan", "missing.json"], "plan file"),
