@@ -54,7 +54,15 @@ def _partials_until_full(plan: Plan, start: int) -> frozenset[int]:
 
 
 def _to(t, device):
-    return t if t is None or t.device == device else t.to(device)
+    """``t`` on ``device``; a tensor whose elements overlap (an expanded shape stand-in of the engine's cache) moves
+    its storage only, not the full extent that ``Tensor.to`` would materialise."""
+    if t is None or t.device == device:
+        return t
+    storage = t.untyped_storage()
+    if storage.nbytes() >= t.numel() * t.element_size():
+        return t.to(device)
+    elements = t.new_empty(0).set_(storage, 0, (storage.nbytes() // t.element_size(),), (1,)).to(device)
+    return elements.as_strided(t.shape, t.stride(), t.storage_offset())
 
 
 def _cache_to(cache: dict, device) -> dict:

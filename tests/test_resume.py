@@ -211,3 +211,16 @@ def test_stream_seeds_do_not_collide():
     assert stream_seed(5, 0) == 5  # stream 0 = the seed itself, as a diffusers pipeline seeds its generators
     with pytest.raises(UserError, match="non-negative"):
         stream_seed(-1, 1)
+
+
+def test_moving_a_state_keeps_shape_stand_ins_small():
+    """A resume on another device moves the cache; a one-element stand-in must stay one element (``Tensor.to``
+    would materialise its full extent).  The meta device stands in for a GPU here."""
+    from flexiffusion.sampler import _to
+
+    stand_in = torch.zeros(()).expand(64, 256, 32, 32)
+    moved = _to(stand_in, torch.device("meta"))
+    assert moved.device.type == "meta" and moved.shape == stand_in.shape and moved.untyped_storage().nbytes() == 4
+    view = torch.arange(12.0).reshape(3, 4)[:, 1:]
+    assert torch.equal(_to(view, torch.device("cpu")), view)
+    assert _to(view, torch.device("meta")).shape == (3, 3)
