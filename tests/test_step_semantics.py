@@ -72,9 +72,10 @@ def test_dpm_null_equals_skip_at_order_1_only(tiny_unet, order):
 
 
 def test_plms_null_step_repeats_the_output_in_its_history(tiny_unet):
-    """PLMS keeps raw model outputs in ``ets``: after ``f n`` the held output is in it twice."""
+    """PLMS keeps raw model outputs in ``ets``: after ``f n`` the held output is in it twice.  (Step 1 repeats step 0's
+    timestep and appends nothing: after ``f f f n`` ets = [e0, e2, e2].)"""
     sched = make_scheduler("plms", DDPM_SCHEDULER, 10)
-    plan = Plan.from_tokens(TOKENS)
+    plan = Plan.from_tokens(["f", "f", "f", "n"] + ["f"] * 7)
     state = sample(Denoiser(tiny_unet), sched, plan, noise_for_seeds([1], (1, 16, 16)), stop=4)
     ets = state.scheduler["fields"]["ets"]
     assert torch.equal(ets[-1], ets[-2]) and torch.equal(ets[-1], state.last_output)
