@@ -341,9 +341,9 @@ def digits_cnn_weights(tmp_path_factory):
 
 
 def test_digits_cnn_separates_real_digits_from_noise(digits_cnn_weights, _cache):
-    from bench.embedded.data import load_split_uint8
+    from bench.quality.sources import digits_uint8
 
-    train, heldout = load_split_uint8("train")[0][:400], load_split_uint8("heldout")[0]
+    train, heldout = digits_uint8("train")[:400], digits_uint8("heldout")
     noise = random_images(360, seed=5)
     real = fidelity(heldout, train, ("fid", "prc"), extractor="digits-cnn", weights_path=digits_cnn_weights,
                     reference_source="digits-train-400")
