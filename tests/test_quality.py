@@ -311,10 +311,11 @@ def test_fewer_images_than_feature_dimensions_warns_that_fid_is_biased():
 
 @pytest.mark.filterwarnings("ignore:FID statistics of 4 images")
 def test_rfid_for_a_bundle_uses_the_real_generator_with_the_teachers_seeds():
+    from bench.evaluation import relative_fid
     from bench.models import load_model
     from flexiffusion.schedule import Plan
 
-    rfid = RelativeFID.for_bundle(load_model("tiny-ddpm"), range(4), 2, extractor=EX)
+    rfid = relative_fid(load_model("tiny-ddpm"), range(4), 2, extractor=EX)
     assert rfid.teacher.model_id == "tiny-ddpm" and rfid.teacher.grid_length == 2
     same = rfid(Plan.full(2))
     assert same["mse"] == 0.0 and abs(same["rfid"]) < 1e-6  # same seeds -> the teacher's images exactly

@@ -38,6 +38,18 @@ def read_manifest(weights_dir: Path | None = None) -> dict:
     return manifest
 
 
+UNET_WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
+
+
+def unet_weights_digest(manifest: dict) -> str:
+    """The sha256 of the U-Net's weights file as the manifest records it (:func:`verify_weights` checks it against
+    the file, so a verified load never hashes the weights twice)."""
+    try:
+        return manifest["files"][UNET_WEIGHTS]
+    except KeyError:
+        raise UserError(f"manifest.json lists no {UNET_WEIGHTS}; retrain with: {RETRAIN_COMMAND}") from None
+
+
 def verify_weights(weights_dir: Path | None = None) -> dict:
     """Check every file of the manifest exists and has its recorded sha256; returns the manifest."""
     from bench.embedded.train import sha256_file
