@@ -200,8 +200,9 @@ def test_all_full_plan_costs_full_macs_and_speedup_one(cifar):
 
 
 def test_paper_table2_deepcache_rows(cifar):
-    """Table 2 (CIFAR-10, 100 DDIM steps): DeepCache-B/C/D = uniform intervals 5/10/20 at the paper's branch 2,
-    which is our partial(3): avg MACs 3.01 / 2.63 / 2.42 G."""
+    """Table 2 (CIFAR-10, 100 DDIM steps): DeepCache-B/C/D = uniform intervals 5/10/20 at the paper's branch 2
+    (DeepCache's DDPM ``--branch 2``), which is our partial(3) (``engine_branch(2) == 3``, tests/test_deepcache.py):
+    avg MACs 3.01 / 2.63 / 2.42 G."""
     model = CostModel.from_table(cifar)
     for interval, want in ((5, 3.01), (10, 2.63), (20, 2.42)):
         assert model.cost(uniform_plan(100, interval, 3)).avg_macs_g == pytest.approx(want, rel=0.01)
