@@ -13,7 +13,6 @@ Layout of the output directory ``OUT``::
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 
 from bench.embedded import data as embedded_data
 from bench.embedded.classifier import DigitClassifier, accuracy, train_classifier
+from bench.embedded.loader import sha256_file
 from bench.embedded.unet import NULL_CLASS, SCHEDULER_CONFIG, build_scheduler, build_unet, count_params
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -54,14 +54,6 @@ class TrainConfig:
     classifier_epochs: int = 30
     seed: int = 0
     checkpoint_every: int = 250
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
