@@ -143,9 +143,9 @@ def test_guidance_doubles_complete_unet_macs_only():
 
 
 def test_table_cache_is_reused_and_atomic(cifar, cache_dir, monkeypatch):
-    files = list(cache_dir.glob("*.json"))
+    files = list(cache_dir.glob("macs/*.json"))
     assert [f.name.startswith("ddpm-cifar10-") for f in files] == [True]
-    assert not list(cache_dir.glob("*.tmp"))
+    assert not list(cache_dir.rglob("*.tmp"))
     monkeypatch.setattr(macs, "measure_preset", lambda *a, **k: pytest.fail("cache miss"))
     again = macs.preset_table("ddpm-cifar10", cache=cache_dir)
     assert again.counts == cifar.counts and again.key == macs.cache_key("ddpm-cifar10")
@@ -157,7 +157,7 @@ def test_stale_or_corrupt_cache_entry_is_measured_again(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(macs, "measure_preset", lambda name, progress=False: calls.append(name) or fake)
     macs.preset_table("embedded", cache=tmp_path)
-    (path,) = tmp_path.glob("embedded-*.json")
+    (path,) = tmp_path.glob("macs/embedded-*.json")
     path.write_text("{not json")
     macs.preset_table("embedded", cache=tmp_path)
     data = json.loads(path.read_text())

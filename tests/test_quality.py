@@ -368,7 +368,7 @@ def test_inception_weights_are_found_locally_and_grayscale_is_repeated_to_rgb(_c
 
 
 def test_fingerprints_follow_the_weights():
-    from bench.quality.cache import module_fingerprint
+    from bench.cache import module_fingerprint
 
     assert Extractor(EX).fingerprint == Extractor(EX).fingerprint
     net = torch.nn.Linear(3, 2)

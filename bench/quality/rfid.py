@@ -16,9 +16,9 @@ from typing import Any, Callable
 
 import torch
 
+from bench.cache import Cache, module_fingerprint, stable_hash
 from flexiffusion.errors import UserError
 
-from .cache import Cache, module_fingerprint, stable_hash
 from .extractors import DEFAULT_EXTRACTOR, Extractor
 from .features import FeatureSet
 from .fidelity import MIN_IMAGES, fid_from_statistics
