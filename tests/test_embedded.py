@@ -163,6 +163,8 @@ def test_train_command_tiny_and_resume(tmp_path):
     m3 = json.loads((out / "weights" / "manifest.json").read_text())
     assert m3["steps"] == 3 and "--steps 3" in m3["command"]
     clf_mtime = (out / "classifier.safetensors").stat().st_mtime_ns
+    out_at_3 = tmp_path / "at-3"
+    shutil.copytree(out, out_at_3)
 
     assert main(base + ["--steps", "5"]) == 0  # resumes at step 3
     ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
@@ -176,13 +178,69 @@ def test_train_command_tiny_and_resume(tmp_path):
                  "--checkpoint-every", "2", "--no-progress", "--steps", "5"]) == 0
     a = torch.load(out / "checkpoint.pt", weights_only=False)["ema"]
     b = torch.load(straight / "checkpoint.pt", weights_only=False)["ema"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a["optimization_step"] == b["optimization_step"] == 5
+    assert all(torch.equal(x, y) for x, y in zip(a["shadow_params"], b["shadow_params"], strict=True))
+
+    # a checkpoint of the previous hand-written EMA (the averaged module's state dict) resumes to the same weights
+    old = tmp_path / "old-format"
+    shutil.copytree(out_at_3, old)
+    ckpt = torch.load(old / "checkpoint.pt", weights_only=False)
+    names = [n for n, _ in build_unet().named_parameters()]
+    ckpt["ema"] = dict(zip(names, ckpt["ema"]["shadow_params"], strict=True))
+    torch.save(ckpt, old / "checkpoint.pt")
+    assert main(base[:2] + [str(old)] + base[3:] + ["--steps", "5"]) == 0
+    c = torch.load(old / "checkpoint.pt", weights_only=False)["ema"]
+    assert all(torch.equal(x, y) for x, y in zip(c["shadow_params"], b["shadow_params"], strict=True))
 
     # resuming with a setting that changes the run is refused
     assert main(base + ["--steps", "6", "--seed", "1"]) == 2
 
     dst = install_weights(out / "weights", tmp_path / "installed")
     load_embedded(verify=True, weights_dir=dst)
+
+
+def test_ema_model_update_equals_the_formula():
+    """diffusers' EMAModel as make_ema configures it: update k (1-based) is ema <- d ema + (1 - d) p with
+    d = min(decay, (1 + s) / (10 + s)), s = k - 1, and the first update (d = 0) a copy.  float64, so the two ways of
+    writing the update agree to round-off (1e-12)."""
+    from bench.embedded.train import TrainConfig, make_ema
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3).double()
+    cfg = TrainConfig(ema_decay=0.8)  # small enough that the cap is reached (at s = 35) within the test
+    ema = make_ema(model, cfg)
+    expected = [p.detach().clone() for p in model.parameters()]
+    for k in range(1, 40):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        ema.step(model.parameters())
+        s = k - 1
+        d = 0.0 if s == 0 else min(cfg.ema_decay, (1 + s) / (10 + s))
+        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, model.parameters())]
+        for got, want in zip(ema.shadow_params, expected):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert ema.cur_decay_value == cfg.ema_decay  # the cap was reached
+
+
+def test_lr_scheduler_equals_the_closed_form_and_resumes():
+    """torch's LinearLR + CosineAnnealingLR give the closed-form schedule of the shipped run at every step (the
+    recursive cosine drifts by float round-off only: 1e-9 relative), also when rebuilt at a resumed step."""
+    from bench.embedded.train import TrainConfig, lr_at, lr_scheduler, step_scheduler
+
+    cfg = TrainConfig()
+    opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=cfg.lr)
+    sched = lr_scheduler(opt, cfg)
+    seen = []
+    for step in range(cfg.steps):
+        seen.append(opt.param_groups[0]["lr"])
+        assert seen[-1] == pytest.approx(lr_at(step, cfg), rel=1e-9), step
+        step_scheduler(sched)
+    assert seen[0] == pytest.approx(cfg.lr / cfg.warmup, rel=1e-12) and seen[cfg.warmup] == pytest.approx(cfg.lr, rel=1e-12)
+    for step in (1, cfg.warmup - 1, cfg.warmup, 4321):
+        opt2 = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=cfg.lr)
+        lr_scheduler(opt2, cfg, step)
+        assert opt2.param_groups[0]["lr"] == pytest.approx(seen[step], rel=1e-12)
 
 
 def test_train_command_bad_input(tmp_path):
