@@ -236,7 +236,8 @@ def test_lr_scheduler_equals_the_closed_form_and_resumes():
         seen.append(opt.param_groups[0]["lr"])
         assert seen[-1] == pytest.approx(lr_at(step, cfg), rel=1e-9), step
         step_scheduler(sched)
-    assert seen[0] == pytest.approx(cfg.lr / cfg.warmup, rel=1e-12) and seen[cfg.warmup] == pytest.approx(cfg.lr, rel=1e-12)
+    assert seen[0] == pytest.approx(cfg.lr / cfg.warmup, rel=1e-12)
+    assert seen[cfg.warmup] == pytest.approx(cfg.lr, rel=1e-12)
     for step in (1, cfg.warmup - 1, cfg.warmup, 4321):
         opt2 = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=cfg.lr)
         lr_scheduler(opt2, cfg, step)
