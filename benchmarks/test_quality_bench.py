@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from baselines.deepcache import uniform_plan
-from bench.models import load_model
 from bench.evaluation import relative_fid
+from bench.models import load_model
 
 N_IMAGES, GRID = 32, 10
 

@@ -61,9 +61,9 @@ class TrainConfig:
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from flexiffusion.io import atomic_write
+
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -134,10 +134,11 @@ def stage_classifier(out: Path, cfg: TrainConfig, progress: bool) -> tuple[Digit
         t0 = time.perf_counter()
         model = train_classifier(x_tr, y_tr, epochs=cfg.classifier_epochs, seed=cfg.seed, progress=progress)
         elapsed = time.perf_counter() - t0
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-        os.replace(tmp, path)
-        info_path.write_text(json.dumps({"elapsed_s": elapsed, "epochs": cfg.classifier_epochs}) + "\n")
+        from flexiffusion.io import atomic_write, atomic_write_json
+
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        atomic_write(path, lambda tmp: save_file(state, str(tmp)))
+        atomic_write_json(info_path, {"elapsed_s": elapsed, "epochs": cfg.classifier_epochs})
     return model, accuracy(model, x_he, y_he), elapsed
 
 
