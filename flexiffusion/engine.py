@@ -8,8 +8,8 @@ skip ``B - j``.
 
 A partial step at branch ``b`` computes skips ``1..b`` and the up path from the consumer of skip ``b`` onwards;
 the rest (deeper down path, mid block, deeper up path) returns what it returned during the last full step of the
-same cache context.  This equals DeepCache's ``DeepCacheSDHelper`` with ``cache_branch_id = b - 1`` (whose own
-numbering assumes three skips per down block) and its DDPM research code's ``branch = b - 2``.
+same cache context.  This equals DeepCache's ``DeepCacheSDHelper`` with ``cache_branch_id = b - 1`` and its DDPM
+research code's ``--branch b - 1`` (both number three skips per down block: ``baselines.deepcache.engine_branch``).
 
 What a full step stores.  Of the skipped modules' outputs a partial step at ``b`` reads one value: the hidden state
 entering the consumer of skip ``b`` (the output of the up-path module just before it, or of the mid block for the
