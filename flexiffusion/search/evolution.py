@@ -3,8 +3,8 @@
 Input: a :class:`SearchSpace`, ``cost(plan) -> avg MACs`` (estimator C), ``evaluate(plans) -> fitness`` (estimator
 F, lower is better: rFID by default), the budget R, and :class:`EvolutionConfig`.
 
-1. Initial population: ``initial`` distinct random candidates (:meth:`SearchSpace.random`) with C <= R, drawn with
-   at most ``max_tries`` draws per member (the paper does not give its size; we use 50 = 2 n_p).
+1. Initial population: ``initial`` distinct random candidates with C <= R (uniform draws, each made lighter one
+   segment at a time until it fits: :func:`lighten`); the paper gives neither its size nor how; we use 50 = 2 n_p.
 2. Each iteration: sample ``n_p`` parents at random from the population, take the best x* by fitness, mutate x*
    (Algorithm 2) until ``n_c`` children with C <= R are made or ``max_tries`` mutations were tried, evaluate the
    children, P <- P u P_c (a set: a candidate is in the population once) and keep the top ``n_u``.
@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import UserError
 from ..schedule import Plan
 from .mutation import DEFAULT_N_M, mutate
-from .space import Candidate, SearchSpace
+from .space import Candidate, SearchSpace, Segment
 
 
 @dataclass(frozen=True)
@@ -116,15 +116,34 @@ class _Memo:
         return [self.known[self.space.digest(c)] for c in candidates], len(todo)
 
 
+def lighten(candidate: Candidate, space: SearchSpace, cost: Callable[[Plan], float], budget: float,
+            rng: np.random.Generator) -> Candidate | None:
+    """Make a random draw fit the budget: lower a random segment's interval (else its branch) by one choice until
+    C <= R; None when every segment is already at the lightest choices and it still does not fit."""
+    segs = list(candidate.segments)
+    while cost(space.compile(Candidate(tuple(segs)))) > budget:
+        heavy = [j for j, s in enumerate(segs) if s.interval > space.intervals[0] or s.branch > space.branches[0]]
+        if not heavy:
+            return None
+        j = heavy[int(rng.integers(len(heavy)))]
+        s = segs[j]
+        if s.interval > space.intervals[0]:
+            segs[j] = Segment(s.branch, space.intervals[space.intervals.index(s.interval) - 1])
+        else:
+            segs[j] = Segment(space.branches[space.branches.index(s.branch) - 1], s.interval)
+    return Candidate(tuple(segs))
+
+
 def initial_population(space: SearchSpace, cost: Callable[[Plan], float], budget: float, size: int,
                        max_tries: int, rng: np.random.Generator) -> list[Candidate]:
-    """``size`` distinct random candidates under the budget (fewer if ``size * max_tries`` draws do not find them)."""
+    """``size`` distinct random candidates under the budget: uniform draws (:meth:`SearchSpace.random`), each
+    :func:`lighten`-ed until it fits; fewer if ``size * max_tries`` draws do not find ``size`` distinct ones."""
     out: dict[str, Candidate] = {}
     for _ in range(size * max_tries):
         if len(out) >= size:
             break
-        c = space.random(rng)
-        if cost(space.compile(c)) <= budget:
+        c = lighten(space.random(rng), space, cost, budget, rng)
+        if c is not None:
             out.setdefault(space.digest(c), c)
     if not out:
         raise UserError(f"no random candidate under the budget {budget:.6g} in {size * max_tries} draws: raise the "

@@ -118,10 +118,10 @@ class SearchSpace:
         object.__setattr__(self, "grid", int(self.grid))
         object.__setattr__(self, "segments", _choices("N-segment", self.segments, 1, None, "a number of segments"))
         object.__setattr__(self, "branches", _choices("branch", self.branches, 1, self.num_branches,
-                                                      f"a branch of this U-Net (1..{self.num_branches})"))
+                                                      "a branch of this U-Net"))
         top = 3 if self.solver == "dpm" else None
         object.__setattr__(self, "intervals", _choices("interval", self.intervals, 1, top,
-                                                       "a DPM-Solver order (1..3)" if top else "an interval"))
+                                                       "a DPM-Solver order" if top else "an interval"))
         if self.solver == "ddim" and self.layout == "tile":
             n, shortest = min(((n, min(np.diff(self.bounds(n)))) for n in self.segments), key=lambda x: x[1])
             if max(self.intervals) > shortest:
@@ -257,7 +257,7 @@ class SearchSpace:
 
 
 def count_under_budget(space: SearchSpace, step_macs: Sequence[int], budget: float, *, distinct: bool = False,
-                       max_work: int = 60_000_000) -> int | None:
+                       max_work: int = 100_000_000) -> int | None:
     """Exact number of candidates with avg MACs <= ``budget`` (None when the count is too large to do here).
 
     A candidate's total MACs depends only on N and on how many partial steps it has at each branch (null steps are
