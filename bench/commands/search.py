@@ -102,6 +102,7 @@ def run_search(args) -> int:
     space, cost, budget = space_of(args, preset)
     config = _config(args, preset)
     driver.check_budget(space, cost.step_macs, budget)
+    driver.check_store_file(args.store)
     if args.executor != "local":
         raise UserError(f"executor {args.executor!r} is not available in this build: use --executor local")
     name = args.name or f"{preset.name}-{space.layout}-s{config.seed}"

@@ -178,35 +178,47 @@ def register(run: SearchRun, store) -> None:
         _refuse_other_setting(stored, run, store.path)
 
 
-def check_store(path, run: SearchRun) -> None:
-    """Refuse a corrupted store or one holding this name with another setting, without writing anything.
+def _stored_search(path, name: str | None) -> str | None:
+    """Raise :class:`UserError` if ``path`` is not a results store; the ``search/<name>`` metadata if any.
 
-    The store is opened ``immutable`` (no lock, no -wal/-shm files created).  Such a reader does not see what a
-    killed writer left in the write-ahead log; :func:`register` checks again once the store is open."""
+    The store is opened ``immutable`` (no lock, no -wal/-shm files created): nothing is written.  Such a reader
+    does not see what a killed writer left in the write-ahead log; :func:`register` checks again once the store is
+    open."""
     import sqlite3
 
     path = Path(path)
     if not path.exists():
-        return
+        return None
     if path.is_dir():
         raise UserError(f"results store {path} is a directory: give a file path, e.g. runs/results.sqlite")
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
         try:
             tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if tables and not {"meta", "results", "rows"} <= tables:
+            if not tables:
+                return None
+            if not {"meta", "results", "rows"} <= tables:
                 raise sqlite3.DatabaseError("tables of another program")
-            row = db.execute("SELECT value FROM meta WHERE name=?", (f"search/{run.name}",)).fetchone() \
-                if tables else None
-            if tables:
-                db.execute("SELECT count(*) FROM rows").fetchone()
+            db.execute("SELECT count(*) FROM rows").fetchone()
+            row = db.execute("SELECT value FROM meta WHERE name=?", (f"search/{name}",)).fetchone() if name else None
+            return row[0] if row else None
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:
         raise UserError(f"results store {path} is corrupted or not a results store ({exc}): move it away or use "
                         "another --store") from None
-    if row is not None:
-        _refuse_other_setting(row[0], run, path)
+
+
+def check_store_file(path) -> None:
+    """Refuse a corrupted or foreign store (before any model is loaded), writing nothing."""
+    _stored_search(path, None)
+
+
+def check_store(path, run: SearchRun) -> None:
+    """Refuse a corrupted store or one holding this search name with another setting, writing nothing."""
+    stored = _stored_search(path, run.name)
+    if stored is not None:
+        _refuse_other_setting(stored, run, path)
 
 
 def _plan_json(e, space: SearchSpace) -> dict:
