@@ -1,0 +1,5 @@
+"""Candidate evaluation for the search (issue 9): the setting, the evaluator (rFID / FID / MSE fitness with prefix
+reuse), execution options, executors (local, Ray) and the naive-vs-fast benchmark."""
+from .setting import EvaluationSetting, ExecutionMode
+
+__all__ = ["EvaluationSetting", "ExecutionMode"]
