@@ -84,10 +84,10 @@ _add(SearchPreset("cifar10-dpm", *_DDPM["cifar10"], "CIFAR-10", "dpms3", 15, (18
                   (1, 2, 3), budget_g=70.87 / 15, solver="dpm",
                   source="Appendix E.2 / Table 6, DDPM CIFAR-10 with DPM-Solver"))
 
-EMBEDDED_SEARCH = {"iterations": 20, "parents": 10, "children": 5, "population": 100, "initial": 20}
+EMBEDDED_SEARCH = {"iterations": 15, "parents": 8, "children": 5, "population": 100, "initial": 16}
 for _pct in (50, 41, 33):
     _add(SearchPreset(f"embedded-{_pct}", "embedded", None, "embedded", "sklearn digits 16x16", "ddim", 100,
-                      (30, 31, 32), (1, 2, 3), (1, 2, 3), budget_fraction=_pct / 100, images=100,
+                      (30, 31, 32), (1, 2, 3), (1, 2, 3), budget_fraction=_pct / 100, images=128,
                       source=f"embedded model, {_pct} % of the teacher (cf. CIFAR-10's 3.0/2.5/2.0 G of 6.1 G)",
                       search=dict(EMBEDDED_SEARCH)))
 
