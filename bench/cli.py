@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "bench.cost.commands",
     "bench.quality.commands",
     "bench.commands.search",
+    "bench.commands.search_bench",
 ]
 
 

@@ -169,11 +169,13 @@ class Evaluator:
             dtype = next(bundle.unet.parameters()).dtype
             prev = start
             noises = [noise_for_seeds(c, bundle.sample_shape, device=bundle.device, dtype=dtype) for c in chunks]
+            # one scheduler per batch for the whole plan: a resume loads the state's scheduler data into it
+            scheds = [make(bundle.scheduler_config, len(plan), device=bundle.device) for _ in chunks]
+            kwargs = [step_kwargs(sched, chunk) for sched, chunk in zip(scheds, chunks)]
             for stop in stops:
-                for i, chunk in enumerate(chunks):
-                    sched = make(bundle.scheduler_config, len(plan), device=bundle.device)
-                    running[i] = sample(denoiser, sched, plan, noises[i], conds[i], state=running[i], stop=stop,
-                                        cache_branches=keep, step_kwargs=step_kwargs(sched, chunk))
+                for i in range(len(chunks)):
+                    running[i] = sample(denoiser, scheds[i], plan, noises[i], conds[i], state=running[i], stop=stop,
+                                        cache_branches=keep, step_kwargs=kwargs[i])
                 work += sum(step.evaluates for step in plan.steps[prev:stop]) * s.n_images
                 prev = stop
                 if store is not None and stop < len(plan):

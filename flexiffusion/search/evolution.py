@@ -97,11 +97,13 @@ class _Memo:
     """Fitness by digest; asks ``evaluate`` only for plans never seen (batched)."""
 
     def __init__(self, space: SearchSpace, cost: Callable[[Plan], float],
-                 evaluate: Callable[[list[Plan]], Sequence[float]]):
-        self.space, self.cost, self.evaluate = space, cost, evaluate
+                 evaluate: Callable[[list[Plan]], Sequence[float]], dedup: bool = True):
+        self.space, self.cost, self.evaluate, self.dedup = space, cost, evaluate, dedup
         self.known: dict[str, Evaluated] = {}
 
     def get(self, candidates: list[Candidate]) -> tuple[list[Evaluated], int]:
+        if not self.dedup:
+            return self._get_all(candidates)
         todo: dict[str, tuple[Candidate, Plan]] = {}
         for c in candidates:
             d = self.space.digest(c)
@@ -114,6 +116,19 @@ class _Memo:
             for (d, (c, p)), v in zip(todo.items(), values):
                 self.known[d] = Evaluated(c, d, p, float(self.cost(p)), _fitness(v))
         return [self.known[self.space.digest(c)] for c in candidates], len(todo)
+
+    def _get_all(self, candidates: list[Candidate]) -> tuple[list[Evaluated], int]:
+        """Algorithm 1 as written: every candidate evaluated, duplicates too.  An evaluation is deterministic, so a
+        duplicate's value must equal the first one's (checked: the search's choices stay those of ``dedup``)."""
+        plans = [self.space.compile(c) for c in candidates]
+        values = list(self.evaluate(plans)) if plans else []
+        for c, p, v in zip(candidates, plans, values):
+            d = self.space.digest(c)
+            if d in self.known and self.known[d].fitness != _fitness(v):
+                raise RuntimeError(f"candidate {d} re-evaluated to {v}, first {self.known[d].fitness}: "
+                                   "the evaluation is not deterministic")
+            self.known.setdefault(d, Evaluated(c, d, p, float(self.cost(p)), _fitness(v)))
+        return [self.known[self.space.digest(c)] for c in candidates], len(plans)
 
 
 def lighten(candidate: Candidate, space: SearchSpace, cost: Callable[[Plan], float], budget: float,
@@ -153,10 +168,12 @@ def initial_population(space: SearchSpace, cost: Callable[[Plan], float], budget
 
 def evolve(space: SearchSpace, cost: Callable[[Plan], float], evaluate: Callable[[list[Plan]], Sequence[float]],
            budget: float, config: EvolutionConfig = EvolutionConfig(), *,
-           progress: Callable[[dict], None] | None = None) -> SearchResult:
-    """Algorithm 1; ``progress(stats)`` is called after the initial population and after every iteration."""
+           progress: Callable[[dict], None] | None = None, dedup: bool = True) -> SearchResult:
+    """Algorithm 1; ``progress(stats)`` is called after the initial population and after every iteration.
+    ``dedup=False`` evaluates every child, even one identical to an earlier candidate (the naive baseline of the
+    naive-vs-fast benchmark; same choices, same result)."""
     rng = np.random.Generator(np.random.PCG64(config.seed))
-    memo = _Memo(space, cost, evaluate)
+    memo = _Memo(space, cost, evaluate, dedup)
     history: list[dict] = []
 
     def report(iteration: int, population: list[Evaluated], children: int, new: int) -> None:
