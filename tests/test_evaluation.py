@@ -199,3 +199,26 @@ def test_plan_extras_run_autodiffusion_candidates(evaluator, setting):
     images, _ = evaluator.images(plan, extras)
     assert torch.equal(images, generate_candidate(evaluator.bundle, cand, list(setting.seeds), BATCH))
     assert evaluator.evaluate([plan], [extras])[0]["fitness"] > 0
+
+
+# ---- execution options ------------------------------------------------------------------------------------------
+def _mode_check(mode, tmp_path):
+    s = EvaluationSetting.for_images(N, grid_length=GRID, batch_size=BATCH, threads=1, mode=mode)
+    ev = Evaluator(s, cache_dir=tmp_path)
+    teacher, candidate = ev.evaluate([Plan.full(GRID), Plan.from_tokens(PLANS[0].split())])
+    assert teacher["mse"] == 0.0  # the teacher runs in the same mode as the candidates
+    return candidate
+
+
+@pytest.mark.parametrize("mode", [ExecutionMode(channels_last=True), ExecutionMode(dtype="bf16")],
+                         ids=lambda m: m.label)
+def test_execution_modes_run_teacher_and_candidates_alike(mode, evaluator, tmp_path):
+    out = _mode_check(mode, tmp_path)
+    eager = evaluator.evaluate([Plan.from_tokens(PLANS[0].split())])[0]
+    assert out["fitness"] > 0 and eager["fitness"] > 0
+
+
+@pytest.mark.slow
+def test_compiled_blocks_run_with_partial_steps(tmp_path):
+    """torch.compile of the U-Net's blocks under the step engine (minutes of compilation on 2 CPU cores)."""
+    assert _mode_check(ExecutionMode(compile=True), tmp_path)["fitness"] > 0

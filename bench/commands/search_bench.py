@@ -18,10 +18,13 @@ def run(args) -> int:
     options = tuple(o for o in (args.options or "").split(",") if o)
     case = BenchCase(args.preset, args.images, args.iterations, args.seed, args.threads, args.batch_size,
                      args.layout, options, args.keep_features)
-    report = run_benchmark(case, args.work_dir, log=lambda m: print(m, flush=True))
+    def save(report):
+        if args.json:
+            atomic_write_json(args.json, json.loads(json.dumps(report, default=str)))
+
+    report = run_benchmark(case, args.work_dir, log=lambda m: print(m, flush=True), on_update=save)
     print(format_report(report))
     if args.json:
-        atomic_write_json(args.json, json.loads(json.dumps(report, default=str)))
         print(f"wrote {args.json}")
     return 0 if report["identical"] else 1
 

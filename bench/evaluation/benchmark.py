@@ -97,8 +97,10 @@ def _arm(name: str, wall: float, requested: int, rec: _Recorder, teacher_s: floa
             "other_s": wall - sum(stages.values()), "unet_image_steps": rec.work()}
 
 
-def run_benchmark(case: BenchCase, cache_dir=None, log=print) -> dict:
-    """Run the benchmark of ``case``; returns the report (see :func:`format_report`)."""
+def run_benchmark(case: BenchCase, cache_dir=None, log=print, on_update=None) -> dict:
+    """Run the benchmark of ``case``; returns the report (see :func:`format_report`).  ``on_update(report)`` is
+    called after the naive/fast comparison and after each option (a long run leaves its figures as it goes)."""
+    on_update = on_update or (lambda report: None)
     from bench.search import driver
     from bench.search.fitness import plan_extras
     from flexiffusion.search.evolution import evolve
@@ -119,7 +121,9 @@ def run_benchmark(case: BenchCase, cache_dir=None, log=print) -> dict:
     teacher_naive = time.perf_counter() - t0
     naive = _Recorder(naive_ev, False, extras)
     t0 = time.perf_counter()
-    naive_result = evolve(space, plan_cost, naive, budget, config, dedup=False)
+    tick = lambda stats, *_: log(f"  iteration {stats['iteration']}: {stats['evaluations']} distinct evaluated, "  # noqa: E731
+                                 f"best {stats['best_fitness']:.5g}")
+    naive_result = evolve(space, plan_cost, naive, budget, config, dedup=False, progress=tick)
     naive_wall = time.perf_counter() - t0
     requested = len(naive.results)
 
@@ -131,7 +135,7 @@ def run_benchmark(case: BenchCase, cache_dir=None, log=print) -> dict:
     backend = driver.Backend(setting.key(), fast.rows, setting.to_dict(), {"model": setting.model})
     run = driver.SearchRun("search-bench", space, budget, config, cost.step_macs, backend, preset.name)
     t0 = time.perf_counter()
-    fast_result, _, stored = driver.run_search(run, cache_dir / "results.sqlite", cache_dir / "out")
+    fast_result, _, stored = driver.run_search(run, cache_dir / "results.sqlite", cache_dir / "out", tick)
     fast_wall = time.perf_counter() - t0
 
     naive_values = {d: e.fitness for d, e in naive_result.evaluated.items()}
@@ -161,11 +165,13 @@ def run_benchmark(case: BenchCase, cache_dir=None, log=print) -> dict:
         stored_reads=stored.cached)
     if not identical:
         log("WARNING: fitness values differ between naive and fast")
+    report["options"] = []
+    log(format_report(report))
+    on_update(report)
 
     plans = [fast_result.evaluated[d].plan for d, _ in fast.results]
     eager = [r["fitness"] for _, r in fast.results]
     eager_s = sum(fast.stage_totals().values())
-    report["options"] = []
     for name in case.options:
         log(f"option {name}: the fast run's {len(plans)} evaluations again")
         s = replace(setting, mode=OPTIONS[name])
@@ -187,6 +193,8 @@ def run_benchmark(case: BenchCase, cache_dir=None, log=print) -> dict:
                                   "kendall_tau": _kendall(eager, values),
                                   "max_abs_fitness_change": max(abs(a - b) for a, b in zip(eager, values)),
                                   **rec.stage_totals()})
+        log(format_report(report).splitlines()[-1])
+        on_update(report)
     return report
 
 

@@ -34,7 +34,13 @@ def prepare(unet, mode: ExecutionMode) -> None:
     if mode.channels_last:
         unet.to(memory_format=torch.channels_last)
     if mode.compile:
-        for module in compiled_leaves(unet):
+        import torch._dynamo.config as dynamo
+
+        leaves = compiled_leaves(unet)
+        # blocks of one class share a code object, and dynamo keeps `recompile_limit` graphs per code object (8 by
+        # default): with more instances the rest would silently run eager
+        dynamo.recompile_limit = max(dynamo.recompile_limit, 2 * len(leaves))
+        for module in leaves:
             if not getattr(module, "_flexbench_compiled", False):
                 module.forward = torch.compile(module.forward, dynamic=False)
                 module._flexbench_compiled = True
