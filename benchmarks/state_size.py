@@ -15,31 +15,10 @@ import torch
 from bench.presets import build
 from flexiffusion.engine import StepEngine, StepEngineConfig
 from flexiffusion.schedule import Step
+from flexiffusion.state import storage_nbytes
 from flexiffusion.threads import num_threads
 
 MB = 1e6
-
-
-def storage_bytes(cache: dict) -> int:
-    """Bytes of distinct tensor storages in an engine cache state."""
-    seen, total = set(), 0
-
-    def walk(v):
-        nonlocal total
-        if isinstance(v, torch.Tensor):
-            s = v.untyped_storage()
-            if (s.data_ptr(), s.nbytes()) not in seen:
-                seen.add((s.data_ptr(), s.nbytes()))
-                total += s.nbytes()
-        elif isinstance(v, (tuple, list)):
-            for x in v:
-                walk(x)
-        elif isinstance(v, dict):
-            for x in v.values():
-                walk(x)
-
-    walk(cache["contexts"])
-    return total
 
 
 def kept_bytes(built, branch: int, minimal: bool) -> int:
@@ -47,7 +26,7 @@ def kept_bytes(built, branch: int, minimal: bool) -> int:
     try:
         with torch.no_grad(), engine.step(Step.full(), keep={branch}):
             built.unet(built.sample, built.timestep, **built.kwargs)
-        return storage_bytes(engine.cache_state()), engine.read_key(branch)
+        return storage_nbytes(engine.cache_state()["contexts"]), engine.read_key(branch)
     finally:
         engine.detach()
 

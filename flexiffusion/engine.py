@@ -34,7 +34,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, CacheContext, StateManager
 
 from .errors import UserError
-from .schedule import FULL, NULL, PARTIAL, Step
+from .schedule import FULL, NULL, PARTIAL, Step, format_branches
 
 HOOK_NAME = "flexiffusion_step_engine"
 DEFAULT_CONTEXT = "default"
@@ -286,7 +286,7 @@ class StepEngine:
                 raise UserError(f"branch {step.branch} out of range: this U-Net has branches 1..{self.num_branches}")
             if self.kept and step.branch not in self.kept:
                 raise UserError(f"partial step at branch {step.branch} without a cache for it: the last full step "
-                                f"kept branches {_names(self.kept)} only (sample(..., cache_branches=) sets them)")
+                                f"kept branches {format_branches(self.kept)} only (sample(..., cache_branches=) sets them)")
         if step.kind == FULL:
             keep = frozenset(range(1, self.num_branches + 1)) if keep is None else frozenset(keep)
             bad = sorted(b for b in keep if b not in self._skips)
@@ -323,10 +323,6 @@ class StepEngine:
         for ctx, features in state.get("contexts", {}).items():
             with self.context(ctx):
                 self.states.get_state().features = dict(features)
-
-
-def _names(branches) -> str:
-    return "{" + ", ".join(map(str, sorted(branches))) + "}" if branches else "none"
 
 
 def apply_step_engine(unet: torch.nn.Module, config: StepEngineConfig | None = None) -> StepEngine:

@@ -23,24 +23,22 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import UserError
-from .schedule import FULL, PARTIAL, Plan
+from .schedule import FULL, PARTIAL, Plan, format_branches
 from .scheduler_state import restore_scheduler, scheduler_state
 from .state import SamplerState, check_dependencies, dependencies, step_generators
 
 __all__ = ["SamplerState", "sample"]
 
 
-def _names(branches) -> str:
-    return ", ".join(map(str, sorted(branches))) or "none"
-
-
-def _check_resume(state: SamplerState, plan: Plan, start_needs: frozenset[int]) -> None:
+def _check_resume(state: SamplerState, plan: Plan, stop: int, start_needs: frozenset[int]) -> None:
     if tuple(plan.tokens()[:state.index]) != state.prefix:
         raise UserError("cannot resume: the plan's first steps differ from the ones that produced the state")
+    if stop < state.index:
+        raise UserError(f"cannot resume: stop={stop} lies before the state's step {state.index}")
     missing = sorted(start_needs - state.kept)
     if missing:
         raise UserError(f"cannot resume: the plan's partial steps after step {state.index} use branch {missing[0]} "
-                        f"but the state kept branches {_names(state.kept)}: store the parent state with "
+                        f"but the state kept branches {format_branches(state.kept)}: store the parent state with "
                         "cache_branches= including every branch its children use")
 
 
@@ -107,7 +105,7 @@ def sample(denoiser: Callable, scheduler, plan: Plan, noise: torch.Tensor, cond=
         if engine is not None:
             engine.reset()
     else:
-        _check_resume(state, plan, _partials_until_full(plan, state.index))
+        _check_resume(state, plan, stop, _partials_until_full(plan, state.index))
         check_dependencies(state.depends, depends)
         restore_scheduler(scheduler, state.scheduler, noise.device)
         x, start, last = _to(state.latents, noise.device), state.index, _to(state.last_output, noise.device)

@@ -80,13 +80,18 @@ class SamplerState:
 
     def nbytes(self) -> int:
         """Bytes of tensor storage the state holds (shared storages counted once)."""
-        seen, total = set(), 0
-        for t in _tensors(self.to_dict()):
-            s = t.untyped_storage()
-            if (s.data_ptr(), s.nbytes()) not in seen:
-                seen.add((s.data_ptr(), s.nbytes()))
-                total += s.nbytes()
-        return total
+        return storage_nbytes(self.to_dict())
+
+
+def storage_nbytes(obj) -> int:
+    """Bytes of the distinct tensor storages in a nested structure (a view or a stand-in counts its storage)."""
+    seen, total = set(), 0
+    for t in _tensors(obj):
+        s = t.untyped_storage()
+        if (s.data_ptr(), s.nbytes()) not in seen:
+            seen.add((s.data_ptr(), s.nbytes()))
+            total += s.nbytes()
+    return total
 
 
 def _copy_containers(obj):

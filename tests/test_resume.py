@@ -36,7 +36,7 @@ def test_stale_features_reported_case(tiny_unet, engine):
     mid = sample(den, make_scheduler("ddim", DDPM_SCHEDULER, n), parent, _noise(), stop=4)
     assert mid.kept == {3}
     assert set(mid.cache["contexts"]["default"]) <= engine.skipped(3)  # branch 1's entries of step 0 were dropped
-    with pytest.raises(UserError, match=r"use branch 1 but the state kept branches 3"):
+    with pytest.raises(UserError, match=r"use branch 1 but the state kept branches \{3\}"):
         sample(den, make_scheduler("ddim", DDPM_SCHEDULER, n), child, _noise(), state=mid)
     direct = sample(den, make_scheduler("ddim", DDPM_SCHEDULER, n), child, _noise())
     kept = sample(den, make_scheduler("ddim", DDPM_SCHEDULER, n), parent, _noise(), stop=4, cache_branches={1, 3})
@@ -77,6 +77,8 @@ def test_resume_under_other_grid_scheduler_noise_fails(tiny_unet, engine):
         sample(den, make_scheduler("ddim", other_config, 6), plan, _noise(), state=mid)
     with pytest.raises(UserError, match="^cannot resume: the state was made with other initial noise"):
         sample(den, make_scheduler("ddim", DDPM_SCHEDULER, 6), plan, _noise((1, 3)), state=mid)
+    with pytest.raises(UserError, match="stop=2 lies before the state's step 4"):
+        sample(den, make_scheduler("ddim", DDPM_SCHEDULER, 6), plan, _noise(), state=mid, stop=2)
     # one line each: the CLI prints the message as is
     try:
         sample(den, make_scheduler("ddim", DDPM_SCHEDULER, 6), plan, _noise((1, 3)), state=mid)
