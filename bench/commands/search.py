@@ -135,6 +135,24 @@ def run_search(args) -> int:
     return 0
 
 
+def run_compare(args) -> int:
+    from bench.search.compare import compare
+
+    rows = compare(args.summary, args.store, branches=_ints(args.branches, "branch"), limit=args.limit,
+                   cache_dir=args.cache_dir)
+    fit = [k for k in ("rfid", "fid", "mse") if k in rows[0]][0]
+    print(f"{'method':13s} {'plan':40s} {'avg MACs':>9s} {'NFE':>4s} {fit:>9s}")
+    for r in rows:
+        print(f"{r['method']:13s} {r['plan'][:40]:40s} {r['macs_pct']:8.2f}% {int(r['nfe']):4d} {r[fit]:9.5g}")
+    dc = [r for r in rows if r["method"] == "deepcache"]
+    if dc:
+        top = min(dc, key=lambda r: r[fit])
+        verdict = "lower" if rows[0][fit] < top[fit] else "not lower"
+        print(f"best candidate {fit} {rows[0][fit]:.5g} at {rows[0]['macs_pct']:.2f}% vs the best DeepCache uniform at "
+              f"<= its MACs, {top['plan']} ({top['macs_pct']:.2f}%): {top[fit]:.5g} -> {verdict}")
+    return 0
+
+
 def _space_arguments(p) -> None:
     p.add_argument("--preset", required=True, help="search preset (listed below)")
     p.add_argument("--layout", default="tile", choices=LAYOUTS, help="where segments lie (default tile)")
@@ -186,6 +204,16 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, help="output folder (default runs/search/NAME)")
     p.add_argument("--cache-dir", default=None, help="teacher images / features cache")
     p.set_defaults(func=run_search)
+
+    c = sub.add_parser("search-compare", help="a finished search's best candidate vs DeepCache uniform schedules",
+                       description="Evaluate DeepCache's uniform schedules at or below the best candidate's avg MACs "
+                                   "under the search's own evaluation setting and compare (values stored).")
+    c.add_argument("--summary", required=True, help="summary.json of a finished search")
+    c.add_argument("--store", default="runs/results.sqlite")
+    c.add_argument("--branches", default=None, help="DeepCache branches (default: the search space's)")
+    c.add_argument("--limit", type=int, default=6, help="the N dearest uniform plans under the MACs (default 6)")
+    c.add_argument("--cache-dir", default=None)
+    c.set_defaults(func=run_compare)
 
     q = sub.add_parser("space", help="exact size of a search space (and under its budget)",
                        description="Print the exact number of candidates of a preset's space, its NFE and avg MACs "

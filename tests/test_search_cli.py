@@ -1,0 +1,88 @@
+"""``flexbench search`` / ``flexbench space`` / ``flexbench search-compare``: help, sizes, bad input (one line, exit 2,
+nothing written), and a tiny real search on the embedded model (rFID on 8 images) resumed from the store."""
+import json
+import os
+
+import pytest
+
+from bench.cli import main
+from bench.search.presets import PRESETS
+
+
+def _listing(path):
+    return sorted(os.listdir(path))
+
+
+def test_help_lists_presets_and_layouts(capsys):
+    for cmd in ("search", "space"):
+        with pytest.raises(SystemExit) as exc:
+            main([cmd, "--help"])
+        assert exc.value.code == 0
+        out = capsys.readouterr().out
+        assert all(name in out for name in PRESETS) and "tile" in out and "compact" in out
+    assert len([p for p in PRESETS if p.split("-")[0] in ("cifar10", "bedroom", "church", "imagenet", "parti",
+                                                         "coco")]) == 19 + 1   # Table 8's 19 rows + E.2
+
+
+def test_space_prints_exact_sizes(capsys):
+    assert main(["space", "--preset", "embedded-33"]) == 0
+    out = capsys.readouterr().out
+    assert "candidates: 3857595403044674519800793421291 " in out          # 9**30 + 9**31 + 9**32
+    assert str(9 ** 30 + 9 ** 31 + 9 ** 32) in out and "NFE 30..96" in out
+    assert "budget" in out and "34466308259467153947546219 candidates" in out
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--branches", "1,12"], "branch choice 12 out of range"),
+    (["--branches", ","], "empty branch choice list"),
+    (["--intervals", "0,1"], "interval choice 0 out of range"),
+    (["--budget", "0.01"], "below the cheapest candidate of the space (0.0285039 G: 30 segments of 1.1)"),
+    (["--preset", "cifar10-3.0g", "--model", "embedded"], "made for the ddpm model"),
+    (["--preset", "nope"], "unknown search preset 'nope'"),
+    (["--layout", "tile", "--segments", "34"], "interval 3 does not fit: 34 segments"),
+])
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, argv, match):
+    args = ["search", "--preset", "embedded-50", "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "o")]
+    if "--preset" in argv:
+        args = args[:1] + args[3:]
+    assert main(args + argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and match in err, err
+    assert _listing(tmp_path) == []
+
+
+def test_corrupted_store_refused_untouched(tmp_path, capsys):
+    bad = tmp_path / "s.sqlite"
+    bad.write_bytes(b"garbage" * 500)
+    assert main(["search", "--preset", "embedded-50", "--store", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "corrupted or not a results store" in err and "\n" not in err
+    assert _listing(tmp_path) == ["s.sqlite"] and bad.read_bytes() == b"garbage" * 500
+
+
+def test_tiny_real_search_resumes_from_store_and_refuses_other_setting(tmp_path, capsys):
+    store, out = tmp_path / "s.sqlite", tmp_path / "o"
+    base = ["search", "--preset", "embedded-41", "--images", "8", "--iterations", "1", "--initial", "2",
+            "--children", "2", "--parents", "2", "--threads", "1", "--batch-size", "8", "--store", str(store),
+            "--cache-dir", str(tmp_path / "cache")]
+    assert main(base + ["--out", str(out)]) == 0
+    first = capsys.readouterr().out
+    assert "best: rfid" in first and " 0 read from the store" in first
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best"]["avg_macs"] <= 0.41 * summary["setting"]["step_macs"][-1]
+    # the same command again: everything from the store, identical result
+    assert main(base + ["--out", str(tmp_path / "o2")]) == 0
+    again = capsys.readouterr().out
+    assert "evaluations: 0 new" in again
+    assert json.loads((tmp_path / "o2" / "summary.json").read_text())["best"] == summary["best"]
+    # the best plan runs with flexbench sample
+    assert main(["sample", "--plan", str(out / "best.json"), "--steps", "100", "--seeds", "0-1",
+                 "--out", str(tmp_path / "img")]) == 0
+    assert len(os.listdir(tmp_path / "img")) == 2
+    capsys.readouterr()
+    # same name, other seed: refused, nothing written
+    listing, size = _listing(tmp_path), store.stat().st_size
+    assert main(base + ["--out", str(tmp_path / "o3"), "--seed", "1", "--name", "embedded-41-tile-s0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds search 'embedded-41-tile-s0' with another setting (differs in config)" in err
+    assert _listing(tmp_path) == listing and store.stat().st_size == size
