@@ -118,12 +118,18 @@ def run_search(args) -> int:
     backend.prepare()
     bar = tqdm(total=config.iterations + 1, desc="search", unit="it")
 
+    best = {"best": "-"}
+
     def progress(stats, fitness):
         bar.update(1)
-        bar.set_postfix(it=stats["iteration"], evaluated=fitness.done, cached=fitness.cached,
-                        best=f"{stats['best_fitness']:.4g}", macs=f"{100 * stats['best_avg_macs'] / cost.full_macs:.1f}%")
+        best.update(it=stats["iteration"], best=f"{stats['best_fitness']:.4g}",
+                    macs=f"{100 * stats['best_avg_macs'] / cost.full_macs:.1f}%")
+        evaluation(fitness)
 
-    result, summary, fitness = driver.run_search(run, args.store, out, progress)
+    def evaluation(fitness):
+        bar.set_postfix(**best, evaluated=fitness.done, cached=fitness.cached)
+
+    result, summary, fitness = driver.run_search(run, args.store, out, progress, evaluation)
     bar.close()
     best = result.best
     print(f"best: {setting.fitness} {best.fitness:.5g}, avg MACs {best.avg_macs / G:.4g} G "
