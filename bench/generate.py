@@ -12,11 +12,10 @@ from flexiffusion.errors import UserError
 from flexiffusion.schedule import Plan
 from flexiffusion.sampler import sample
 from flexiffusion.schedulers import accepts, make_scheduler_for_grid
-from flexiffusion.seeds import generators, noise_for_seeds
+from flexiffusion.seeds import STEP_NOISE, generators, noise_for_seeds
 
 from .models import ModelBundle
 
-STEP_NOISE_OFFSET = 1 << 31  # seeds of the per-step noise stream of stochastic samplers (DDIM eta > 0)
 
 
 @contextlib.contextmanager
@@ -56,7 +55,7 @@ def step_kwargs(scheduler, seeds: Sequence[int], eta: float = 0.0) -> dict:
     if accepts(scheduler, "eta"):
         kwargs["eta"] = eta
     if eta and accepts(scheduler, "generator"):
-        kwargs["generator"] = generators(seeds, STEP_NOISE_OFFSET)
+        kwargs["generator"] = generators(seeds, STEP_NOISE)  # per-sample stream (seed, 1)
     return kwargs
 
 

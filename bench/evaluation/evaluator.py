@@ -37,6 +37,7 @@ from .setting import EvaluationSetting
 from .states import StateStore
 
 DEFAULT_STATE_BUDGET = 1 << 30  # bytes of sampler states kept for prefix reuse
+NO_CACHE = {"kept": [], "contexts": {}}  # a step-engine cache holding no features
 
 
 @dataclass(frozen=True)
@@ -167,20 +168,19 @@ class Evaluator:
             running = list(states) if states is not None else [None] * len(chunks)
             dtype = next(bundle.unet.parameters()).dtype
             prev = start
+            noises = [noise_for_seeds(c, bundle.sample_shape, device=bundle.device, dtype=dtype) for c in chunks]
             for stop in stops:
                 for i, chunk in enumerate(chunks):
-                    noise = None if running[i] is not None else noise_for_seeds(chunk, bundle.sample_shape,
-                                                                                device=bundle.device, dtype=dtype)
                     sched = make(bundle.scheduler_config, len(plan), device=bundle.device)
-                    running[i] = sample(denoiser, sched, plan, noise, conds[i], state=running[i], stop=stop,
+                    running[i] = sample(denoiser, sched, plan, noises[i], conds[i], state=running[i], stop=stop,
                                         cache_branches=keep, step_kwargs=step_kwargs(sched, chunk))
                 work += sum(step.evaluates for step in plan.steps[prev:stop]) * s.n_images
                 prev = stop
                 if store is not None and stop < len(plan):
                     t_io = time.perf_counter()
-                    kept = keep or frozenset()
+                    kept = running[0].kept if keep else frozenset()  # without cache_branches: features dropped
                     store.put((scope, tokens[:stop], kept),
-                              [st if keep else replace(st, cache={}) for st in running])
+                              [st if keep else replace(st, cache=NO_CACHE) for st in running])
                     io_s += time.perf_counter() - t_io
         latents = torch.cat([st.latents.float().cpu() for st in running])
         images = decode_uint8(bundle, latents, s.batch_size)

@@ -23,23 +23,6 @@ import torch
 Key = tuple  # (scope, prefix tokens, kept branches)
 
 
-def tensor_bytes(obj, seen: set | None = None) -> int:
-    """Bytes of the tensors reachable from ``obj`` (dicts, lists, tuples, dataclass/obj ``__dict__``), once each."""
-    seen = set() if seen is None else seen
-    if id(obj) in seen:
-        return 0
-    seen.add(id(obj))
-    if torch.is_tensor(obj):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(tensor_bytes(v, seen) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(tensor_bytes(v, seen) for v in obj)
-    if hasattr(obj, "__dict__") and not isinstance(obj, type):
-        return tensor_bytes(vars(obj), seen)
-    return 0
-
-
 class StateStore:
     """``put(key, states)`` / ``lookup(scope, tokens, usable)``; see the module docstring."""
 
@@ -64,7 +47,7 @@ class StateStore:
         """Keep ``states`` under ``key`` (most recently used); evict beyond the budget."""
         scope, prefix, kept = key
         key = (scope, tuple(prefix), frozenset(kept))
-        size = tensor_bytes(states)
+        size = sum(st.nbytes() for st in states)
         if size > self.budget:
             return
         if key in self._mem:
@@ -81,7 +64,7 @@ class StateStore:
                 from flexiffusion.io import atomic_write
 
                 self.directory.mkdir(parents=True, exist_ok=True)
-                atomic_write(self._file(old), lambda p: torch.save([s.__dict__ for s in old_states], p))
+                atomic_write(self._file(old), lambda p: torch.save([s.to_dict() for s in old_states], p))
                 self._on_disk.add(old)
                 self.stats["disk_writes"] += 1
             elif old not in self._on_disk:
@@ -94,8 +77,8 @@ class StateStore:
         if key in self._on_disk:
             from flexiffusion.sampler import SamplerState
 
-            data = torch.load(self._file(key), map_location="cpu", weights_only=False)
-            states = [SamplerState(**d) for d in data]
+            data = torch.load(self._file(key), map_location="cpu", weights_only=True)
+            states = [SamplerState.from_dict(d) for d in data]
             self.stats["disk_reads"] += 1
             self.put(key, states)
             return states
