@@ -86,3 +86,22 @@ def test_tiny_real_search_resumes_from_store_and_refuses_other_setting(tmp_path,
     err = capsys.readouterr().err.strip()
     assert "holds search 'embedded-41-tile-s0' with another setting (differs in config)" in err
     assert _listing(tmp_path) == listing and store.stat().st_size == size
+
+
+@pytest.mark.slow  # ~2 Ray actors loading the model; the executors' own equality test runs in the default suite
+def test_ray_search_gives_the_local_result(tmp_path, capsys):
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        pytest.skip("ray is not installed (optional extra 'ray')")
+    base = ["search", "--preset", "embedded-41", "--images", "8", "--iterations", "2", "--initial", "3",
+            "--children", "2", "--parents", "2", "--threads", "1", "--batch-size", "8",
+            "--cache-dir", str(tmp_path / "cache")]
+    assert main(base + ["--store", str(tmp_path / "a.sqlite"), "--out", str(tmp_path / "local")]) == 0
+    assert main(base + ["--store", str(tmp_path / "b.sqlite"), "--out", str(tmp_path / "ray"), "--executor", "ray",
+                        "--actors", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "evaluations: 0 new" not in out.split("evaluations:")[-1][:8]
+    local, remote = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("local", "ray"))
+    for k in ("best", "pareto", "population", "history"):
+        assert local[k] == remote[k]

@@ -103,12 +103,11 @@ def run_search(args) -> int:
     config = _config(args, preset)
     driver.check_budget(space, cost.step_macs, budget)
     driver.check_store_file(args.store)
-    if args.executor != "local":
-        raise UserError(f"executor {args.executor!r} is not available in this build: use --executor local")
     name = args.name or f"{preset.name}-{space.layout}-s{config.seed}"
     out = Path(args.out or Path("runs") / "search" / name)
     setting = _setting(args, preset, space)
-    backend = evaluator_backend(setting, space, cache_dir=args.cache_dir)
+    backend = evaluator_backend(setting, space, executor=args.executor, cache_dir=args.cache_dir,
+                                actors=args.actors, address=args.address)
     run = driver.SearchRun(name, space, budget, config, cost.step_macs, backend, preset.name)
     driver.check_store(args.store, run)
     print(f"search {name}: {space.count():.3e} candidates, budget {budget / G:.4g} G avg MACs "
@@ -129,8 +128,11 @@ def run_search(args) -> int:
     def evaluation(fitness):
         bar.set_postfix(**best, evaluated=fitness.done, cached=fitness.cached)
 
-    result, summary, fitness = driver.run_search(run, args.store, out, progress, evaluation)
-    bar.close()
+    try:
+        result, summary, fitness = driver.run_search(run, args.store, out, progress, evaluation)
+    finally:
+        bar.close()
+        backend.close()
     best = result.best
     print(f"best: {setting.fitness} {best.fitness:.5g}, avg MACs {best.avg_macs / G:.4g} G "
           f"({100 * best.avg_macs / cost.full_macs:.1f} % of the teacher), NFE {best.plan.nfe}, "
@@ -204,6 +206,8 @@ def register(sub) -> None:
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format (teacher too)")
     p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="evaluation dtype (teacher too)")
     p.add_argument("--executor", default="local", choices=("local", "ray"), help="where candidates are evaluated")
+    p.add_argument("--actors", type=int, default=2, help="Ray actors (default 2)")
+    p.add_argument("--address", default=None, help="address of an existing Ray cluster (default: start a local one)")
     p.add_argument("--store", default="runs/results.sqlite", help="results store (SQLite; default "
                                                                   "runs/results.sqlite)")
     p.add_argument("--name", default=None, help="name of this search in the store (default preset-layout-sSEED)")
