@@ -104,3 +104,15 @@ def test_ray_search_gives_the_local_result(tmp_path, capsys):
     local, remote = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("local", "ray"))
     for k in ("best", "pareto", "population", "history"):
         assert local[k] == remote[k]
+
+
+def test_deepcache_uniform_plans_under_a_budget():
+    from baselines.deepcache import uniform_plan
+    from bench.search.compare import uniform_under
+
+    macs = (0, 8, 21, 37, 55, 70, 85, 90, 94, 97, 100)    # embedded-like: null, partial 1..9, full
+    plans = uniform_under(48.0, macs, 100, (1, 2, 3))
+    cost = [sum(macs[s.branch] if s.kind == "partial" else 100 for s in p.steps) / 100 for p in plans]
+    assert cost == sorted(cost, reverse=True) and max(cost) <= 48.0
+    assert plans[0] == uniform_plan(100, 3, 2)           # 34 full + 66 partial(2): 47.86
+    assert uniform_plan(100, 2, 1) not in plans          # 50 + 50 x 8 % = 54 > 48
