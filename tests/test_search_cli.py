@@ -116,3 +116,23 @@ def test_deepcache_uniform_plans_under_a_budget():
     assert cost == sorted(cost, reverse=True) and max(cost) <= 48.0
     assert plans[0] == uniform_plan(100, 3, 2)           # 34 full + 66 partial(2): 47.86
     assert uniform_plan(100, 2, 1) not in plans          # 50 + 50 x 8 % = 54 > 48
+
+
+def test_plan_extras_per_layout():
+    from bench.models.tiny import DDPM_SCHEDULER
+    from bench.search.fitness import plan_extras
+    from flexiffusion.search.space import Candidate, SearchSpace
+
+    tile = SearchSpace((4,), (1, 2), (1, 2), 9, 16)
+    c = Candidate.of([(1, 2), (2, 1), (1, 1), (2, 2)])
+    assert plan_extras(tile.compile(c), tile, "ddim") is None
+    compact = SearchSpace((4,), (1, 2), (1, 2), 9, 16, layout="compact")
+    e = plan_extras(compact.compile(c), compact, "ddim")
+    assert e.tag == "compact:8" and len(e.scheduler(DDPM_SCHEDULER, 8).timesteps) == 8
+    dpm = SearchSpace((4,), (1, 9), (1, 2, 3), 9, 12, solver="dpm")
+    d = Candidate.of([(1, 3), (9, 2), (1, 1), (1, 2)])
+    e = plan_extras(dpm.compile(d), dpm, "dpms3")
+    assert e.tag == "dpm:3,2,1,2" and e.scheduler(DDPM_SCHEDULER, 8).order_list == [1, 2, 3, 1, 2, 1, 1, 2]
+    import pickle
+
+    assert pickle.loads(pickle.dumps(e)).tag == e.tag      # picklable for Ray actors
