@@ -1,6 +1,7 @@
 """The issue's check of a finished search: its best candidate against DeepCache's uniform schedules
 (:func:`baselines.deepcache.uniform_plan`) at equal or lower avg MACs, under the search's own evaluation setting
-(same model, teacher, seeds, images and fitness), every value stored in the results store.
+(same model, teacher, seeds, images and fitness), every value stored in the results store.  For context also the
+two dearest step-skipping plans under the same MACs (a full step every k steps, null steps between).
 """
 from __future__ import annotations
 
@@ -26,6 +27,19 @@ def uniform_under(budget: float, step_macs, steps: int, branches, intervals=INTE
             if avg <= budget:
                 out.append((avg, plan))
     return [p for _, p in sorted(out, key=lambda x: (-x[0], x[1].name))]
+
+
+def skip_under(budget: float, full_macs: float, steps: int, ks=range(2, 11)) -> list:
+    """Step-skipping references: a full step every k steps, null steps between (with DDIM at eta 0: DDIM on
+    ceil(T / k) of the teacher's timesteps), avg MACs <= ``budget``, dearest first."""
+    from flexiffusion.schedule import Plan, Step
+
+    out = []
+    for k in ks:
+        plan = Plan(tuple(Step.full() if i % k == 0 else Step.null() for i in range(steps)), f"skip-every-{k}")
+        if plan.nfe * full_macs / steps <= budget:
+            out.append(plan)
+    return out
 
 
 def setting_from(summary_setting: dict):
@@ -85,6 +99,7 @@ def compare(summary_path, store_path, *, branches=None, limit: int = 6, cache_di
     best = summary["best"]
     plans = uniform_under(best["avg_macs"], step_macs, space["grid"], branches or space["branches"])[:limit]
     items = [("flexiffusion", Plan.from_dict(best))] + [("deepcache", p) for p in plans]
+    items += [("ddim-skip", p) for p in skip_under(best["avg_macs"], step_macs[-1], space["grid"])[:2]]
     with ResultStore(store_path) as store:
         return evaluate_stored(setting, items, step_macs, space["grid"], store, search=summary["name"],
                                cache_dir=cache_dir)
