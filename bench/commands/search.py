@@ -103,12 +103,11 @@ def run_search(args) -> int:
     config = _config(args, preset)
     driver.check_budget(space, cost.step_macs, budget)
     driver.check_store_file(args.store)
-    if args.executor != "local":
-        raise UserError(f"executor {args.executor!r} is not available in this build: use --executor local")
     name = args.name or f"{preset.name}-{space.layout}-s{config.seed}"
     out = Path(args.out or Path("runs") / "search" / name)
     setting = _setting(args, preset, space)
-    backend = evaluator_backend(setting, space, cache_dir=args.cache_dir)
+    backend = evaluator_backend(setting, space, executor=args.executor, cache_dir=args.cache_dir,
+                                actors=args.actors, address=args.address)
     run = driver.SearchRun(name, space, budget, config, cost.step_macs, backend, preset.name)
     driver.check_store(args.store, run)
     print(f"search {name}: {space.count():.3e} candidates, budget {budget / G:.4g} G avg MACs "
@@ -118,13 +117,22 @@ def run_search(args) -> int:
     backend.prepare()
     bar = tqdm(total=config.iterations + 1, desc="search", unit="it")
 
+    best = {"best": "-"}
+
     def progress(stats, fitness):
         bar.update(1)
-        bar.set_postfix(it=stats["iteration"], evaluated=fitness.done, cached=fitness.cached,
-                        best=f"{stats['best_fitness']:.4g}", macs=f"{100 * stats['best_avg_macs'] / cost.full_macs:.1f}%")
+        best.update(it=stats["iteration"], best=f"{stats['best_fitness']:.4g}",
+                    macs=f"{100 * stats['best_avg_macs'] / cost.full_macs:.1f}%")
+        evaluation(fitness)
 
-    result, summary, fitness = driver.run_search(run, args.store, out, progress)
-    bar.close()
+    def evaluation(fitness):
+        bar.set_postfix(**best, evaluated=fitness.done, cached=fitness.cached)
+
+    try:
+        result, summary, fitness = driver.run_search(run, args.store, out, progress, evaluation)
+    finally:
+        bar.close()
+        backend.close()
     best = result.best
     print(f"best: {setting.fitness} {best.fitness:.5g}, avg MACs {best.avg_macs / G:.4g} G "
           f"({100 * best.avg_macs / cost.full_macs:.1f} % of the teacher), NFE {best.plan.nfe}, "
@@ -132,6 +140,24 @@ def run_search(args) -> int:
     print(f"evaluations: {fitness.done} new, {fitness.cached} read from the store; {len(result.evaluated)} distinct; "
           f"Pareto set of {len(summary['pareto'])}; wrote {out / 'best.json'}, {out / 'pareto'}, "
           f"{out / 'summary.json'}")
+    return 0
+
+
+def run_compare(args) -> int:
+    from bench.search.compare import compare
+
+    rows = compare(args.summary, args.store, branches=_ints(args.branches, "branch"), limit=args.limit,
+                   cache_dir=args.cache_dir)
+    fit = [k for k in ("rfid", "fid", "mse") if k in rows[0]][0]
+    print(f"{'method':13s} {'plan':40s} {'avg MACs':>9s} {'NFE':>4s} {fit:>9s}")
+    for r in rows:
+        print(f"{r['method']:13s} {r['plan'][:40]:40s} {r['macs_pct']:8.2f}% {int(r['nfe']):4d} {r[fit]:9.5g}")
+    dc = [r for r in rows if r["method"] == "deepcache"]
+    if dc:
+        top = min(dc, key=lambda r: r[fit])
+        verdict = "lower" if rows[0][fit] < top[fit] else "not lower"
+        print(f"best candidate {fit} {rows[0][fit]:.5g} at {rows[0]['macs_pct']:.2f}% vs the best DeepCache uniform at "
+              f"<= its MACs, {top['plan']} ({top['macs_pct']:.2f}%): {top[fit]:.5g} -> {verdict}")
     return 0
 
 
@@ -180,12 +206,24 @@ def register(sub) -> None:
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format (teacher too)")
     p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="evaluation dtype (teacher too)")
     p.add_argument("--executor", default="local", choices=("local", "ray"), help="where candidates are evaluated")
+    p.add_argument("--actors", type=int, default=2, help="Ray actors (default 2)")
+    p.add_argument("--address", default=None, help="address of an existing Ray cluster (default: start a local one)")
     p.add_argument("--store", default="runs/results.sqlite", help="results store (SQLite; default "
                                                                   "runs/results.sqlite)")
     p.add_argument("--name", default=None, help="name of this search in the store (default preset-layout-sSEED)")
     p.add_argument("--out", default=None, help="output folder (default runs/search/NAME)")
     p.add_argument("--cache-dir", default=None, help="teacher images / features cache")
     p.set_defaults(func=run_search)
+
+    c = sub.add_parser("search-compare", help="a finished search's best candidate vs DeepCache uniform schedules",
+                       description="Evaluate DeepCache's uniform schedules at or below the best candidate's avg MACs "
+                                   "under the search's own evaluation setting and compare (values stored).")
+    c.add_argument("--summary", required=True, help="summary.json of a finished search")
+    c.add_argument("--store", default="runs/results.sqlite")
+    c.add_argument("--branches", default=None, help="DeepCache branches (default: the search space's)")
+    c.add_argument("--limit", type=int, default=6, help="the N dearest uniform plans under the MACs (default 6)")
+    c.add_argument("--cache-dir", default=None)
+    c.set_defaults(func=run_compare)
 
     q = sub.add_parser("space", help="exact size of a search space (and under its budget)",
                        description="Print the exact number of candidates of a preset's space, its NFE and avg MACs "

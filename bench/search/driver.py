@@ -258,9 +258,11 @@ def write_outputs(run: SearchRun, result: SearchResult, out: Path, store) -> dic
     return summary
 
 
-def run_search(run: SearchRun, store_path, out, progress: Callable[[dict, StoredFitness], None] | None = None
+def run_search(run: SearchRun, store_path, out, progress: Callable[[dict, StoredFitness], None] | None = None,
+               on_evaluation: Callable[[StoredFitness], None] | None = None
                ) -> tuple[SearchResult, dict, StoredFitness]:
-    """Check, register, search (resuming from the store), write the outputs."""
+    """Check, register, search (resuming from the store), write the outputs; ``progress`` after each iteration,
+    ``on_evaluation`` after each new evaluation."""
     from bench.store import ResultStore
 
     run.check()
@@ -268,6 +270,8 @@ def run_search(run: SearchRun, store_path, out, progress: Callable[[dict, Stored
     with ResultStore(store_path) as store:
         register(run, store)
         fitness = StoredFitness(run, store)
+        if on_evaluation is not None:
+            fitness.on_result = lambda: on_evaluation(fitness)
         result = evolve(run.space, run.space.plan_cost(run.step_macs), fitness, run.budget, run.config,
                         progress=None if progress is None else (lambda stats: progress(stats, fitness)))
         summary = write_outputs(run, result, out, store)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 from typing import Sequence
 
-from flexiffusion.errors import UserError
 from flexiffusion.schedule import Plan
 from flexiffusion.schedulers import make_scheduler_for_grid, make_segment_dpm
 from flexiffusion.search.space import SearchSpace
@@ -39,26 +38,35 @@ def plan_extras(plan: Plan, space: SearchSpace, scheduler: str):
     return None
 
 
-def evaluator_backend(setting, space: SearchSpace, *, cache_dir=None, progress: bool = False) -> Backend:
-    """A :class:`Backend` over a local Evaluator (prefix reuse with states keeping the space's branches)."""
-    try:
-        from bench.evaluation.evaluator import Evaluator
-    except ImportError as exc:  # pragma: no cover - the evaluation package is part of the suite
-        raise UserError(f"the search's fitness needs bench.evaluation ({exc})") from None
-    evaluator: list = []
+def evaluator_backend(setting, space: SearchSpace, *, executor: str = "local", cache_dir=None,
+                      actors: int = 2, address: str | None = None) -> Backend:
+    """A :class:`Backend` over an executor (:mod:`bench.evaluation.executors`) built on first use; states for prefix
+    reuse keep the space's branches.  ``local`` evaluates one plan per call, so each evaluation is committed the
+    moment it completes; ``ray`` evaluates an iteration's new plans in parallel and commits each batch when it
+    returns (a kill loses at most the batch in flight)."""
+    from bench.evaluation.executors import make_executor
+
+    holder: list = []
 
     def get():
-        if not evaluator:
-            evaluator.append(Evaluator(setting, cache_branches=space.branches, cache_dir=cache_dir,
-                                       progress=progress).prepare())
-        return evaluator[0]
+        if not holder:
+            kwargs = {"cache_branches": space.branches, "cache_dir": cache_dir}
+            if executor == "ray":
+                kwargs.update(actors=actors, address=address)
+            ex = make_executor(executor, setting, **kwargs)
+            if executor == "local":
+                ex.evaluator  # model, teacher and its statistics now, not at the first candidate
+            holder.append(ex)
+        return holder[0]
 
     def rows(plans: Sequence[Plan], sp: SearchSpace) -> list[dict]:
-        return get().evaluate(list(plans), [plan_extras(p, sp, setting.scheduler) for p in plans])
+        return get().map(list(plans), [plan_extras(p, sp, setting.scheduler) for p in plans])
 
+    seeds = list(setting.seeds)
     fields = {"model": setting.model, "weights": setting.weights, "scheduler": setting.scheduler,
-              "n_images": setting.n_images, "seeds": f"{setting.seeds[0]}-{setting.seeds[-1]}"
-              if list(setting.seeds) == list(range(setting.seeds[0], setting.seeds[-1] + 1)) else str(setting.seeds)}
-    backend = Backend(setting.key(), rows, setting.to_dict(), fields)
+              "n_images": setting.n_images,
+              "seeds": f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else str(seeds)}
+    backend = Backend(setting.key(), rows, setting.to_dict(), fields, batch=1 if executor == "local" else 1 << 30)
     backend.prepare = get
+    backend.close = lambda: holder and holder[0].close()
     return backend
