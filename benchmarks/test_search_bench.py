@@ -11,7 +11,7 @@ import pytest
 
 from bench.evaluation.benchmark import BenchCase, run_benchmark
 
-CASE = BenchCase("embedded-50", images=8, iterations=3, seed=0, threads=1)
+CASE = BenchCase("embedded-50", images=4, iterations=2, seed=0, threads=1)
 
 
 def test_search_naive_vs_fast(benchmark, tmp_path):
