@@ -12,7 +12,7 @@ from pathlib import Path
 from baselines.deepcache import uniform_plan
 from flexiffusion.errors import UserError
 
-INTERVALS = tuple(range(2, 11))
+INTERVALS = tuple(range(2, 11)) + (15, 20)   # DeepCache-A..D use 2, 5, 10, 20
 EVAL_PREFIX = "deepcache-eval"
 
 
