@@ -19,6 +19,8 @@ COMMAND_MODULES = [
     "bench.commands.embedded",
     "bench.cost.commands",
     "bench.quality.commands",
+    "bench.commands.search",
+    "bench.commands.search_bench",
 ]
 
 

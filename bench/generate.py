@@ -38,9 +38,30 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
 
 
-def _scheduler_maker(scheduler):
+def batch_condition(bundle: ModelBundle, seeds: Sequence[int], labels=None, prompts=None, guidance_scale=None):
+    """The condition of one batch: prompt embeddings, class labels (given, or from the seeds under guidance) or None."""
+    if bundle.conditioning == "text":
+        if prompts is None:
+            raise UserError("a text-to-image model needs prompts")
+        return bundle.encode_prompts(prompts)
+    if bundle.conditioning == "class" and (labels is not None or guidance_scale is not None):
+        return (labels if labels is not None else labels_for_seeds(bundle, seeds)).to(bundle.device)
+    return None
+
+
+def step_kwargs(scheduler, seeds: Sequence[int], eta: float = 0.0) -> dict:
+    """Keyword arguments of ``scheduler.step``: ``eta`` where it takes one, per-sample step noise when eta > 0."""
+    kwargs = {}
+    if accepts(scheduler, "eta"):
+        kwargs["eta"] = eta
+    if eta and accepts(scheduler, "generator"):
+        kwargs["generator"] = generators(seeds, STEP_NOISE)  # per-sample stream (seed, 1)
+    return kwargs
+
+
+def scheduler_maker(scheduler):
     """``scheduler`` is a registry name or a factory ``(config, grid_length, device) -> scheduler`` (e.g. a
-    scheduler with custom timesteps)."""
+    scheduler with custom timesteps); returns the factory."""
     if callable(scheduler):
         return scheduler
     return lambda config, length, device=None: make_scheduler_for_grid(scheduler, config, length, device=device)
@@ -61,7 +82,7 @@ def generate_latents(bundle: ModelBundle, plan: Plan, seeds: Sequence[int], *, s
         raise UserError(f"{len(labels)} labels for {len(seeds)} seeds: give one label per seed")
     if bundle.conditioning == "text" and prompts is None:
         raise UserError("a text-to-image model needs prompts")
-    make = _scheduler_maker(scheduler)
+    make = scheduler_maker(scheduler)
     make(bundle.scheduler_config, len(plan))  # validates the name early
     device = bundle.device
     out = []
@@ -73,20 +94,10 @@ def generate_latents(bundle: ModelBundle, plan: Plan, seeds: Sequence[int], *, s
             chunk = seeds[lo:lo + batch_size]
             noise = noise_for_seeds(chunk, bundle.sample_shape, device=device,
                                     dtype=next(bundle.unet.parameters()).dtype)
-            if bundle.conditioning == "text":
-                cond = bundle.encode_prompts(prompts[lo:lo + batch_size])
-            elif bundle.conditioning == "class" and (labels is not None or guidance_scale is not None):
-                cond = (labels[lo:lo + batch_size] if labels is not None
-                        else labels_for_seeds(bundle, chunk)).to(device)
-            else:
-                cond = None
+            cond = batch_condition(bundle, chunk, None if labels is None else labels[lo:lo + batch_size],
+                                   None if prompts is None else prompts[lo:lo + batch_size], guidance_scale)
             sched = make(bundle.scheduler_config, len(plan), device=device)
-            kwargs = {}
-            if accepts(sched, "eta"):
-                kwargs["eta"] = eta
-            if eta and accepts(sched, "generator"):
-                kwargs["generator"] = generators(chunk, STEP_NOISE)  # per-sample stream (seed, 1)
-            state = sample(denoiser, sched, plan, noise, cond, step_kwargs=kwargs)
+            state = sample(denoiser, sched, plan, noise, cond, step_kwargs=step_kwargs(sched, chunk, eta))
             out.append(state.latents.cpu())
             bar.update(len(chunk))
         bar.close()

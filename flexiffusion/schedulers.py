@@ -1,11 +1,12 @@
-"""Registry of diffusers schedulers that the sampler loop runs: DDIM, PLMS (PNDM with skip_prk_steps) and
-DPM-Solver multistep of orders 1-3 (Lu et al. 2022)."""
+"""Registry of diffusers schedulers that the sampler loop runs: DDIM, PLMS (PNDM with skip_prk_steps),
+DPM-Solver multistep of orders 1-3 (Lu et al. 2022) and DPM-Solver single-step of orders 1-3, also with a
+per-segment order list (Flexiffusion's DPM-Solver search space, appendix E.2)."""
 from __future__ import annotations
 
 import inspect
 from typing import Callable
 
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, DPMSolverSinglestepScheduler, PNDMScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from .errors import UserError
@@ -35,6 +36,48 @@ def _plms(config):
 for _order in (1, 2, 3):
     register_scheduler(f"dpm{_order}")(
         lambda config, _o=_order: DPMSolverMultistepScheduler.from_config(config, solver_order=_o))
+
+
+class SegmentOrderDPMSolver(DPMSolverSinglestepScheduler):
+    """DPM-Solver single-step with one solver order per segment: orders [2, 3, 1] run the grid's steps as
+    [1, 2] [1, 2, 3] [1] -- a run 1..k is one k-th order interval of k model evaluations.
+
+    diffusers' ``set_timesteps`` overwrites ``order_list`` with ``get_order_list(n)``, so the segment orders enter
+    through that method.  With ``final_sigmas_type="zero"`` diffusers forces the last step to order 1; so do we.
+    """
+
+    segment_orders: tuple[int, ...] | None = None
+
+    def get_order_list(self, num_inference_steps: int) -> list[int]:
+        if self.segment_orders is None:
+            return super().get_order_list(num_inference_steps)
+        orders = [j for k in self.segment_orders for j in range(1, k + 1)]
+        if len(orders) != num_inference_steps:
+            raise UserError(f"segment orders {list(self.segment_orders)} need {len(orders)} steps, the grid has "
+                            f"{num_inference_steps}")
+        if self.config.final_sigmas_type == "zero":
+            orders[-1] = 1
+        return orders
+
+
+# Single-step DPM-Solver ends at sigma_min so that every segment is a true k-th order interval (with "zero" the last
+# step must be first order).
+SINGLESTEP = {"final_sigmas_type": "sigma_min", "lower_order_final": False}
+
+for _order in (1, 2, 3):
+    register_scheduler(f"dpms{_order}")(
+        lambda config, _o=_order: DPMSolverSinglestepScheduler.from_config(config, solver_order=_o, **SINGLESTEP))
+
+
+def make_segment_dpm(config: dict, orders, device=None) -> SegmentOrderDPMSolver:
+    """A single-step DPM-Solver whose grid of ``sum(orders)`` steps runs segment j at order ``orders[j]``."""
+    orders = tuple(int(k) for k in orders)
+    if not orders or any(k not in (1, 2, 3) for k in orders):
+        raise UserError(f"DPM-Solver segment orders must be 1, 2 or 3, got {list(orders)}")
+    scheduler = SegmentOrderDPMSolver.from_config(dict(config), solver_order=max(orders), **SINGLESTEP)
+    scheduler.segment_orders = orders
+    scheduler.set_timesteps(sum(orders), device=device)
+    return scheduler
 
 
 # PLMS (PNDM with skip_prk_steps) evaluates the model once more than its number of inference steps: its grid

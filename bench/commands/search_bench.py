@@ -1,0 +1,48 @@
+"""``flexbench search-bench``: the naive-vs-fast search benchmark (see :mod:`bench.evaluation.benchmark`).
+
+    flexbench search-bench --preset embedded-50 --images 64 --iterations 10 --options channels_last,bf16,compile
+"""
+from __future__ import annotations
+
+import json
+
+from flexiffusion.errors import UserError
+
+
+def run(args) -> int:
+    from bench.evaluation.benchmark import BenchCase, format_report, run_benchmark
+    from flexiffusion.io import atomic_write_json
+
+    if args.images < 2 or args.iterations < 0:
+        raise UserError("search-bench needs --images >= 2 and --iterations >= 0")
+    options = tuple(o for o in (args.options or "").split(",") if o)
+    case = BenchCase(args.preset, args.images, args.iterations, args.seed, args.threads, args.batch_size,
+                     args.layout, options, args.keep_features)
+    def save(report):
+        if args.json:
+            atomic_write_json(args.json, json.loads(json.dumps(report, default=str)))
+
+    report = run_benchmark(case, args.work_dir, log=lambda m: print(m, flush=True), on_update=save)
+    print(format_report(report))
+    if args.json:
+        print(f"wrote {args.json}")
+    return 0 if report["identical"] else 1
+
+
+def register(sub) -> None:
+    p = sub.add_parser("search-bench", help="naive vs fast (dedup + prefix reuse) search, then execution options",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="embedded-50", help="search preset (default embedded-50)")
+    p.add_argument("--images", type=int, default=64, help="images per candidate (default 64)")
+    p.add_argument("--iterations", type=int, default=10, help="Algorithm 1 iterations (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--layout", default="tile", choices=("tile", "compact"))
+    p.add_argument("--options", default="", help="execution options on top, comma-separated: "
+                                                 "channels_last,bf16,compile")
+    p.add_argument("--keep-features", action="store_true",
+                   help="states keep the space's branches' features (resume at partial steps; more memory)")
+    p.add_argument("--work-dir", default=None, help="folder for caches and the results store (default: a temp dir)")
+    p.add_argument("--json", default=None, help="also write the report as JSON here")
+    p.set_defaults(func=run)

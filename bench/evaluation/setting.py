@@ -1,0 +1,114 @@
+"""The evaluation setting: everything a candidate's fitness depends on except the plan, as plain picklable data.
+
+A setting holds no model object: an :class:`~bench.evaluation.evaluator.Evaluator` (in this process or in a Ray
+actor) builds the model, the teacher and the reference statistics from it.  ``key()`` is a stable hash of every
+field plus the identity of the model weights and of the feature extractor (so the teacher's identity too: the
+teacher is the all-full plan under the same setting); the search stores an evaluation under
+``setting.key() + plan digest``.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass, field
+
+from flexiffusion.errors import UserError
+
+FITNESS_KINDS = ("rfid", "fid", "mse")  # rFID vs the teacher (default), FID vs real data, pixel MSE vs the teacher
+DTYPES = ("fp32", "bf16")
+FITNESS_VERSION = 1  # bump when the way a fitness value is computed changes: old stored values stop matching
+
+
+@dataclass(frozen=True)
+class ExecutionMode:
+    """How the U-Net runs (candidates and teacher alike): ``torch.compile``, channels_last memory format, and
+    float32 or bfloat16 autocast.  All off by default (eager fp32)."""
+
+    compile: bool = False
+    channels_last: bool = False
+    dtype: str = "fp32"
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise UserError(f"unknown execution dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+
+    @property
+    def label(self) -> str:
+        parts = [p for p, on in (("compile", self.compile), ("channels_last", self.channels_last)) if on]
+        return "+".join(parts + [self.dtype])
+
+
+@dataclass(frozen=True)
+class EvaluationSetting:
+    """Model, sampler, images and fitness of an evaluation; see the module docstring."""
+
+    model: str = "embedded"
+    weights: str | None = None            # path of the weights (None: the model's default)
+    scheduler: str = "ddim"
+    grid_length: int = 100
+    seeds: tuple[int, ...] = tuple(range(250))
+    guidance: float | None = None
+    fitness: str = "rfid"
+    real: str = "digits-train"            # the real data of fitness "fid"
+    extractor: str = "digits-cnn"
+    mode: ExecutionMode = field(default_factory=ExecutionMode)
+    batch_size: int = 250
+    device: str = "cpu"
+    threads: int | None = None            # torch threads while evaluating (part of the key: kernels may block
+                                          # differently with another count)
+
+    def __post_init__(self):
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        if self.fitness not in FITNESS_KINDS:
+            raise UserError(f"unknown fitness {self.fitness!r}: choose one of {', '.join(FITNESS_KINDS)}")
+        if len(set(self.seeds)) != len(self.seeds) or len(self.seeds) < 2:
+            raise UserError(f"an evaluation needs at least 2 distinct seeds (one per image); got {len(self.seeds)}")
+        if self.grid_length < 1 or self.batch_size < 1:
+            raise UserError("grid length and batch size must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"threads must be >= 1, got {self.threads}")
+        if isinstance(self.mode, dict):
+            object.__setattr__(self, "mode", ExecutionMode(**self.mode))
+
+    @classmethod
+    def for_images(cls, n_images: int, first_seed: int = 0, **kwargs) -> "EvaluationSetting":
+        """A setting over seeds ``first_seed .. first_seed + n_images - 1``."""
+        return cls(seeds=tuple(range(first_seed, first_seed + int(n_images))), **kwargs)
+
+    @property
+    def n_images(self) -> int:
+        return len(self.seeds)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def key(self) -> str:
+        """Stable hash of the setting, the model weights' identity and the extractor's fingerprint."""
+        from bench.cache import stable_hash
+
+        d = self.to_dict()
+        d["seeds"] = stable_hash(list(self.seeds))
+        d.update(weights_identity=weights_identity(self.model, self.weights),
+                 extractor_identity=extractor_identity(self.extractor), fitness_version=FITNESS_VERSION)
+        return stable_hash(d)
+
+
+@functools.lru_cache(maxsize=None)
+def weights_identity(model: str, weights: str | None) -> str:
+    """The weights' identity: the embedded model's manifest digests, else the loaded U-Net's fingerprint."""
+    from bench.cache import module_fingerprint, stable_hash
+
+    if model == "embedded" and weights is None:
+        from bench.embedded.loader import read_manifest
+
+        return "embedded:" + stable_hash(read_manifest()["files"])
+    from bench.models import load_model
+
+    bundle = load_model(model, weights)
+    return f"{bundle.weights_id}:{module_fingerprint(bundle.unet, sample=4096)}"
+
+
+@functools.lru_cache(maxsize=None)
+def extractor_identity(name: str) -> str:
+    from bench.quality.extractors import Extractor
+
+    return f"{name}:{Extractor(name, cuda=False).fingerprint}"

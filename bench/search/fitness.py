@@ -1,0 +1,72 @@
+"""Fitness backends of the search driver: engineer B's :class:`bench.evaluation.evaluator.Evaluator` (rFID against
+the teacher by default, FID against real data, pixel MSE against the teacher), run in this process.
+
+Per plan the evaluator gets the extras its layout needs: ``tile`` plans run on the teacher's grid as they are;
+``compact`` plans on a grid of their own length (the setting's scheduler rebuilt for it); the DPM-Solver variant's
+on a single-step DPM-Solver with the candidate's order list.  The extras' tag keeps prefix reuse within plans of
+one grid.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+from flexiffusion.schedule import Plan
+from flexiffusion.schedulers import make_scheduler_for_grid, make_segment_dpm
+from flexiffusion.search.space import SearchSpace
+
+from .driver import Backend, candidate_of
+
+
+def _grid_scheduler(name, config, length, device=None):
+    return make_scheduler_for_grid(name, config, length, device=device)
+
+
+def _dpm_scheduler(orders, config, length, device=None):
+    return make_segment_dpm(config, orders, device=device)
+
+
+def plan_extras(plan: Plan, space: SearchSpace, scheduler: str):
+    """The evaluator's :class:`PlanExtras` for a plan of ``space`` (None for tile plans on the teacher's grid)."""
+    from bench.evaluation.evaluator import PlanExtras
+
+    if space.solver == "dpm":
+        orders = tuple(space.orders(candidate_of(plan)))
+        return PlanExtras(f"dpm:{','.join(map(str, orders))}", functools.partial(_dpm_scheduler, orders))
+    if space.layout == "compact":
+        return PlanExtras(f"compact:{len(plan)}", functools.partial(_grid_scheduler, scheduler))
+    return None
+
+
+def evaluator_backend(setting, space: SearchSpace, *, executor: str = "local", cache_dir=None,
+                      actors: int = 2, address: str | None = None) -> Backend:
+    """A :class:`Backend` over an executor (:mod:`bench.evaluation.executors`) built on first use; states for prefix
+    reuse keep the space's branches.  ``local`` evaluates one plan per call, so each evaluation is committed the
+    moment it completes; ``ray`` evaluates an iteration's new plans in parallel and commits each batch when it
+    returns (a kill loses at most the batch in flight)."""
+    from bench.evaluation.executors import make_executor
+
+    holder: list = []
+
+    def get():
+        if not holder:
+            kwargs = {"cache_branches": space.branches, "cache_dir": cache_dir}
+            if executor == "ray":
+                kwargs.update(actors=actors, address=address)
+            ex = make_executor(executor, setting, **kwargs)
+            if executor == "local":
+                ex.evaluator  # model, teacher and its statistics now, not at the first candidate
+            holder.append(ex)
+        return holder[0]
+
+    def rows(plans: Sequence[Plan], sp: SearchSpace) -> list[dict]:
+        return get().map(list(plans), [plan_extras(p, sp, setting.scheduler) for p in plans])
+
+    seeds = list(setting.seeds)
+    fields = {"model": setting.model, "weights": setting.weights, "scheduler": setting.scheduler,
+              "n_images": setting.n_images,
+              "seeds": f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else str(seeds)}
+    backend = Backend(setting.key(), rows, setting.to_dict(), fields, batch=1 if executor == "local" else 1 << 30)
+    backend.prepare = get
+    backend.close = lambda: holder and holder[0].close()
+    return backend

@@ -1,0 +1,51 @@
+"""A search's parts from a preset and command-line style overrides: the space, its cost model and budget, and the
+Algorithm 1 configuration (B.2 defaults, then the preset's, then explicit overrides)."""
+from __future__ import annotations
+
+from dataclasses import fields
+
+from flexiffusion.errors import UserError
+from flexiffusion.search.evolution import EvolutionConfig
+from flexiffusion.search.space import SearchSpace
+
+G = 1e9
+B2_DEFAULTS = EvolutionConfig()
+
+
+def _ints(text: str | None, what: str):
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"malformed {what} choices {text!r}: use comma-separated integers, e.g. 1,2,3") from None
+
+
+def space_of(args, preset):
+    """The preset's space (choices overridable) and its cost model (paper convention, cached MACs table)."""
+    from bench.cost.schedule_cost import CostModel
+    from flexiffusion.schedulers import grid_length
+
+    if getattr(args, "model", None) and args.model != preset.model:
+        raise UserError(f"preset {preset.name} is made for the {preset.model} model ({preset.source}), not "
+                        f"{args.model}: choose an {args.model} preset (flexbench search --help lists them)")
+    cost = CostModel.for_preset(preset.cost_preset)
+    choices = {k: _ints(getattr(args, k, None), k) for k in ("segments", "branches", "intervals")}
+    space = SearchSpace(choices["segments"] if choices["segments"] is not None else preset.segments,
+                        choices["branches"] if choices["branches"] is not None else preset.branches,
+                        choices["intervals"] if choices["intervals"] is not None else preset.intervals,
+                        cost.num_branches, grid_length(preset.scheduler, preset.steps), layout=args.layout,
+                        solver=preset.solver)
+    budget = args.budget * G if getattr(args, "budget", None) is not None else preset.budget(cost.full_macs)
+    return space, cost, budget
+
+
+def search_config(args, preset) -> EvolutionConfig:
+    values = {**B2_DEFAULTS.to_dict(), **preset.search}
+    for f in fields(EvolutionConfig):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = v
+    return EvolutionConfig(**values)
+
+
