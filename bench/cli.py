@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "bench.embedded.commands",
     "bench.cost.commands",
     "bench.quality.commands",
+    "bench.commands.run",
 ]
 
 

@@ -1,11 +1,13 @@
-"""Registry of diffusers schedulers that the sampler loop runs: DDIM, PLMS (PNDM with skip_prk_steps) and
-DPM-Solver multistep of orders 1-3 (Lu et al. 2022)."""
+"""Registry of diffusers schedulers that the sampler loop runs: DDIM, PLMS (PNDM with skip_prk_steps), DPM-Solver
+multistep of orders 1-3 (``dpm1``-``dpm3``; order k reuses the outputs of the k - 1 previous steps) and DPM-Solver
+singlestep of orders 1-3 (``dpm-singlestep1``-``3``; diffusers' order list: runs [1, 2, .., k] of k evaluations
+each form one k-th order interval) (Lu et al. 2022)."""
 from __future__ import annotations
 
 import inspect
 from typing import Callable
 
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, PNDMScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, DPMSolverSinglestepScheduler, PNDMScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from .errors import UserError
@@ -35,6 +37,9 @@ def _plms(config):
 for _order in (1, 2, 3):
     register_scheduler(f"dpm{_order}")(
         lambda config, _o=_order: DPMSolverMultistepScheduler.from_config(config, solver_order=_o))
+    register_scheduler(f"dpm-singlestep{_order}")(
+        lambda config, _o=_order: DPMSolverSinglestepScheduler.from_config(config, solver_order=_o,
+                                                                            lower_order_final=True))
 
 
 # PLMS (PNDM with skip_prk_steps) evaluates the model once more than its number of inference steps: its grid
@@ -59,6 +64,10 @@ def make_scheduler(name: str, config: dict, num_inference_steps: int, device=Non
         raise UserError(f"unknown scheduler {name!r}: choose one of {', '.join(sorted(SCHEDULERS))}")
     if num_inference_steps < 1:
         raise UserError(f"number of inference steps must be >= 1, got {num_inference_steps}")
+    train = int(config.get("num_train_timesteps", 1000))
+    if num_inference_steps > train:
+        raise UserError(f"{num_inference_steps} inference steps exceed the model's training grid of {train} "
+                        f"timesteps: choose at most {train}")
     scheduler = SCHEDULERS[name](dict(config))
     scheduler.set_timesteps(num_inference_steps, device=device)
     return scheduler
