@@ -71,6 +71,16 @@ def cost_models(bundle, guided: bool = False, tome: ToMeConfig | None = None, br
     return models
 
 
+def bundle_cost_models(bundle, tome: ToMeConfig | None = None, guided: bool = False) -> dict:
+    """:func:`cost_models` of every branch, counted once per bundle, ToMe setting and guidance (kept in
+    ``bundle.extras``; the counts depend on the architecture only, not on the weights' values)."""
+    cache = bundle.extras.setdefault("_flexbench_cost_models", {})
+    key = (tome, guided)
+    if key not in cache:
+        cache[key] = cost_models(bundle, guided, tome)
+    return cache[key]
+
+
 def module_counts(unet, inputs, names) -> dict[str, tuple[int, int]]:
     """(paper, complete) MACs of each named module in one full forward (fvcore ``by_module``)."""
     with warnings.catch_warnings():

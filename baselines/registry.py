@@ -269,12 +269,10 @@ def plan_run(experiment: Experiment, bundle, plan: Plan, scheduler: str):
     """A run whose cost is the plan summed over the step types' MACs (counted with ToMe applied when on)."""
     from bench.rows import Run
 
-    from .costing import cost_models
+    from .costing import bundle_cost_models
 
-    def macs():
-        guided = False  # rows are sampled without classifier-free guidance
-        models = cost_models(bundle, guided, experiment.tome, branches=sorted(plan.branches))
-        return {c: m.total_macs(plan) for c, m in models.items()}
+    def macs():  # rows are sampled without classifier-free guidance
+        return {c: m.total_macs(plan) for c, m in bundle_cost_models(bundle, experiment.tome).items()}
 
     return Run(experiment.method, experiment.default_label(plan.name), experiment.to_dict(), plan, scheduler,
                scheduler, macs, tome_hooks(bundle, experiment.tome))

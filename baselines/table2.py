@@ -17,11 +17,11 @@ from .deepcache import PAPER_INTERVALS, DeepCacheConfig, DeepCachePlusConfig
 from .registry import ORDERS, Experiment, SolverConfig, StepsConfig
 
 # The search setting of the table's AutoDiffusion rows: the published operators and ratios, scaled down so that
-# a search fits a shared 2-core CPU (population 50 -> 12, top 10 -> 4, 25 mutants -> 6, 15 crossovers -> 3,
-# 10 epochs -> 4, 128 images per evaluation): about 44 evaluations per search.
-TABLE_EVOLUTION = EvolutionConfig(population=12, top_k=4, mutation=6, crossover=3, m_prob=0.25, epochs=4,
-                                  stage1_epochs=2, ramp_epochs=2)
-TABLE_AUTODIFFUSION = AutoDiffusionConfig(search_images=128, evolution=TABLE_EVOLUTION)
+# a search fits a shared 2-core CPU (population 50 -> 10, top 10 -> 3, 25 mutants -> 5, 15 crossovers -> 2,
+# 10 epochs -> 3, 96 images per evaluation): about 31 evaluations per search.
+TABLE_EVOLUTION = EvolutionConfig(population=10, top_k=3, mutation=5, crossover=2, m_prob=0.25, epochs=3,
+                                  stage1_epochs=2, ramp_epochs=1)
+TABLE_AUTODIFFUSION = AutoDiffusionConfig(search_images=96, evolution=TABLE_EVOLUTION)
 
 COLUMNS = [("nfe", "NFE", "{:.0f}"), ("avg_macs_paper_g", "avg MACs paper (G)", "{:.4f}"),
            ("avg_macs_complete_g", "avg MACs complete (G)", "{:.4f}"), ("speedup_paper", "speed-up", "{:.2f}x"),

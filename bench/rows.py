@@ -118,12 +118,9 @@ class _CallCounter:
 
 def teacher_macs(bundle) -> dict:
     """One full step of the bundle's U-Net in both conventions (fvcore, counted once per bundle)."""
-    from baselines.costing import cost_models
+    from baselines.costing import bundle_cost_models
 
-    cache = bundle.extras.setdefault("_flexbench_cost_models", {})
-    if "plain" not in cache:
-        cache["plain"] = cost_models(bundle)
-    return {c: m.full_macs for c, m in cache["plain"].items()}
+    return {c: m.full_macs for c, m in bundle_cost_models(bundle).items()}
 
 
 def _generate(bundle, run: Run, setting: RowSetting, prompts, progress: bool):
