@@ -71,14 +71,19 @@ def cost_models(bundle, guided: bool = False, tome: ToMeConfig | None = None, br
     return models
 
 
+_BUNDLE_COSTS: dict = {}
+
+
 def bundle_cost_models(bundle, tome: ToMeConfig | None = None, guided: bool = False) -> dict:
-    """:func:`cost_models` of every branch, counted once per bundle, ToMe setting and guidance (kept in
-    ``bundle.extras``; the counts depend on the architecture only, not on the weights' values)."""
-    cache = bundle.extras.setdefault("_flexbench_cost_models", {})
-    key = (tome, guided)
-    if key not in cache:
-        cache[key] = cost_models(bundle, guided, tome)
-    return cache[key]
+    """:func:`cost_models` of every branch, counted once per process for a model (name, weights, architecture,
+    sample shape), ToMe setting and guidance: the counts depend on shapes, not on the weights' values."""
+    import json
+
+    arch = json.dumps(dict(getattr(bundle.unet, "config", {})), sort_keys=True, default=str)
+    key = (bundle.name, bundle.weights_id, arch, tuple(bundle.sample_shape), bundle.conditioning, tome, guided)
+    if key not in _BUNDLE_COSTS:
+        _BUNDLE_COSTS[key] = cost_models(bundle, guided, tome)
+    return _BUNDLE_COSTS[key]
 
 
 def module_counts(unet, inputs, names) -> dict[str, tuple[int, int]]:

@@ -61,6 +61,8 @@ def add_setting_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extractor", default="digits-cnn", help="feature extractor (default digits-cnn)")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--prompt", action="append", default=None, help="prompt(s) for text-to-image models")
+    p.add_argument("--clip-model", default="ViT-B-32", help="open_clip model of the CLIP score (text models)")
+    p.add_argument("--clip-pretrained", default="openai", help="open_clip tag in the HF cache, or a weights file")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--store", default=DEFAULT_STORE, help=f"results store (default {DEFAULT_STORE})")
     p.add_argument("--cache-dir", default=None, help="cache of teacher images / features (default $FLEXBENCH_CACHE)")
@@ -73,7 +75,7 @@ def setting_from_args(args):
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads {args.threads}: need at least 1 thread")
     return RowSetting(args.images, args.seed0, args.teacher_steps, args.real, args.extractor, args.batch_size,
-                      tuple(args.prompt or ())).validate()
+                      tuple(args.prompt or ()), args.clip_model, args.clip_pretrained).validate()
 
 
 def experiments_from_args(args) -> list:
