@@ -11,7 +11,13 @@ non-uniform "+" forms reproduced exactly from DeepCache's own code.
 * "+" LDM form (``sample_from_quad`` of DeepCache's LDM code): ``unique(int32(linspace(0, T ** (1/pow), n+1) ** pow))``
   without its last element; no center, no pow search, duplicates collapse (fewer than n full steps is allowed).
 
-Branch numbering is the step engine's (1-based; DeepCacheSDHelper's ``cache_branch_id`` = branch - 1).
+Branch numbering is the step engine's (1-based).  DeepCache's own numbers -- ``cache_branch_id`` of its pip helper
+``DeepCacheSDHelper`` and ``--branch`` of its DDPM research code -- split an id into (block or level = id // 3,
+position = id % 3: 0 and 1 the resnets, 2 the downsampler) and name the first down module a partial step skips; so
+our branch is the skip *before* that module, :func:`engine_branch`.  On U-Nets with two resnets and a downsampler
+per down block (DDPM CIFAR-10 / LSUN, SD v1.5) that is ``b = id + 1``: the paper's DDPM "branch 2" (DeepCache's
+DDPM README runs ``--branch 2``) is our partial(3), which reproduces Table 2's DeepCache rows
+(``tests/test_cost.py::test_paper_table2_deepcache_rows``).
 """
 from __future__ import annotations
 
@@ -38,6 +44,21 @@ def _check(total: int, interval: int, branch: int) -> None:
         raise UserError(f"interval must be >= 1, got {interval}")
     if branch < 1:
         raise UserError(f"branch must be >= 1 (the engine numbers branches from 1), got {branch}")
+
+
+def engine_branch(deepcache_id: int, engine) -> int:
+    """Our branch ``b`` of DeepCache's branch id on the U-Net of ``engine`` (a :class:`flexiffusion.engine.StepEngine`):
+    the id names (level ``id // 3``, position ``id % 3``) the first down module skipped, ``b`` is the skip produced
+    just before it."""
+    level, position = divmod(int(deepcache_id), 3)
+    # a resnet's skip is produced by its attention block where the level has one
+    modules = ((f"down.{level}.resnets.{position}", f"down.{level}.attentions.{position}") if position < 2
+               else (f"down.{level}.downsamplers.0",))
+    for branch in engine.branches:
+        if branch.producer in modules:
+            return branch.index - 1
+    raise UserError(f"DeepCache branch id {deepcache_id} names {modules[0]}, which this U-Net does not have "
+                    f"(its down modules: {', '.join(b.producer for b in engine.branches)})")
 
 
 def plan_from_full_steps(total: int, full_steps: Iterable[int], branch: int, name: str = "") -> Plan:

@@ -16,7 +16,7 @@ from flexiffusion.errors import UserError
 COMMAND_MODULES = [
     "bench.commands.demo",
     "bench.commands.sample",
-    "bench.embedded.commands",
+    "bench.commands.embedded",
     "bench.cost.commands",
     "bench.quality.commands",
     "bench.commands.run",

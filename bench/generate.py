@@ -12,11 +12,10 @@ from flexiffusion.errors import UserError
 from flexiffusion.schedule import Plan
 from flexiffusion.sampler import sample
 from flexiffusion.schedulers import accepts, make_scheduler_for_grid
-from flexiffusion.seeds import generators, noise_for_seeds
+from flexiffusion.seeds import STEP_NOISE, generators, noise_for_seeds
 
 from .models import ModelBundle
 
-STEP_NOISE_OFFSET = 1 << 31  # seeds of the per-step noise stream of stochastic samplers (DDIM eta > 0)
 
 
 @contextlib.contextmanager
@@ -86,7 +85,7 @@ def generate_latents(bundle: ModelBundle, plan: Plan, seeds: Sequence[int], *, s
             if accepts(sched, "eta"):
                 kwargs["eta"] = eta
             if eta and accepts(sched, "generator"):
-                kwargs["generator"] = generators(chunk, STEP_NOISE_OFFSET)
+                kwargs["generator"] = generators(chunk, STEP_NOISE)  # per-sample stream (seed, 1)
             state = sample(denoiser, sched, plan, noise, cond, step_kwargs=kwargs)
             out.append(state.latents.cpu())
             bar.update(len(chunk))

@@ -90,7 +90,7 @@ class Run:
 
 
 def _hash(obj) -> str:
-    from bench.quality.cache import stable_hash
+    from bench.cache import stable_hash
 
     return stable_hash(obj)
 
@@ -157,11 +157,11 @@ def quality(bundle, images, setting: RowSetting, rfid, prompts, cache_dir=None) 
 
 
 def teacher_rfid(bundle, setting: RowSetting, prompts, cache_dir=None, progress: bool = True):
-    from bench.quality import RelativeFID
+    from bench.evaluation import relative_fid
 
-    return RelativeFID.for_bundle(bundle, setting.seeds, setting.teacher_steps, scheduler="ddim", prompts=prompts,
-                                  gen_batch_size=setting.batch_size, progress=progress, extractor=setting.extractor,
-                                  cache_dir=cache_dir)
+    return relative_fid(bundle, setting.seeds, setting.teacher_steps, scheduler="ddim", prompts=prompts,
+                        gen_batch_size=setting.batch_size, progress=progress, extractor=setting.extractor,
+                        cache_dir=cache_dir)
 
 
 def measure(bundle, run: Run, setting: RowSetting, store=None, cache_dir=None, progress: bool = True

@@ -1,7 +1,7 @@
 """Cost of one rFID candidate evaluation, split into its stages: sampling / features / distance.
 
 The teacher is generated (and cached) before timing.  Everything is the real harness: the shipped embedded model
-sampled by ``bench.generate.generate_images`` (through ``RelativeFID.for_bundle``) and its ``digits-cnn``
+sampled by ``bench.generate.generate_images`` (through ``relative_fid``) and its ``digits-cnn``
 extractor.  A missing or broken piece fails the benchmark; nothing is replaced by a stand-in.
 Run with ``pytest benchmarks/test_quality_bench.py --benchmark-enable``; the model, extractor and image count are
 in each result's ``extra_info``.
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from baselines.deepcache import uniform_plan
+from bench.evaluation import relative_fid
 from bench.models import load_model
-from bench.quality import RelativeFID
 
 N_IMAGES, GRID = 32, 10
 
@@ -21,8 +21,8 @@ N_IMAGES, GRID = 32, 10
 @pytest.fixture(scope="module")
 def evaluator(tmp_path_factory):
     bundle = load_model("embedded")
-    rfid = RelativeFID.for_bundle(bundle, range(N_IMAGES), GRID, gen_batch_size=N_IMAGES, extractor="digits-cnn",
-                                  cache_dir=tmp_path_factory.mktemp("cache"))
+    rfid = relative_fid(bundle, range(N_IMAGES), GRID, gen_batch_size=N_IMAGES, extractor="digits-cnn",
+                        cache_dir=tmp_path_factory.mktemp("cache"))
     rfid.teacher_features().statistics(rfid.layer)  # teacher work happens once, outside the timings
     candidate = uniform_plan(GRID, interval=3, branch=2)
     images = rfid.sample(candidate)

@@ -8,10 +8,21 @@ skip ``B - j``.
 
 A partial step at branch ``b`` computes skips ``1..b`` and the up path from the consumer of skip ``b`` onwards;
 the rest (deeper down path, mid block, deeper up path) returns what it returned during the last full step of the
-same cache context.  This equals DeepCache's ``DeepCacheSDHelper`` with ``cache_branch_id = b - 1`` (whose own
-numbering assumes three skips per down block) and its DDPM research code's ``branch = b - 2``.
+same cache context.  This equals DeepCache's ``DeepCacheSDHelper`` with ``cache_branch_id = b - 1`` and its DDPM
+research code's ``--branch b - 1`` (both number three skips per down block: ``baselines.deepcache.engine_branch``).
 
-Only outputs that a later partial step will need are kept: the sampler tells each full step which branches follow.
+What a full step stores.  Of the skipped modules' outputs a partial step at ``b`` reads one value: the hidden state
+entering the consumer of skip ``b`` (the output of the up-path module just before it, or of the mid block for the
+deepest branch).  The other skipped outputs only flow into skipped modules, which ignore them; they keep their
+shapes (``torch.cat`` of the skipped up resnets checks them) but not their values.  So a full step keeps, for each
+branch ``b`` it is told to keep, that one tensor, and a one-element stand-in expanded to the shape of each other
+skipped output (``StepEngineConfig(minimal_cache=False)`` keeps every skipped output, for comparison).
+A full step replaces the whole cache: features of branches it was not told to keep are dropped, and a partial step
+at such a branch fails with a clear error instead of reading features of an older step.
+
+The four parts of a diffusers cache hook (``diffusers.hooks``): :class:`StepEngineConfig`, a
+:class:`StepCacheState` per cache context (held by a diffusers ``StateManager``), the hook :class:`StepEngineHook`,
+and :func:`apply_step_engine` / :func:`remove_step_engine`.  :class:`StepEngine` is the handle the sampler drives.
 """
 from __future__ import annotations
 
@@ -20,11 +31,25 @@ from dataclasses import dataclass
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.hooks.hooks import BaseState, CacheContext, StateManager
 
 from .errors import UserError
-from .schedule import FULL, NULL, PARTIAL, Step
+from .schedule import FULL, NULL, PARTIAL, Step, format_branches
 
 HOOK_NAME = "flexiffusion_step_engine"
+DEFAULT_CONTEXT = "default"
+READ, SHAPE = "read", "shape"  # how a full step stores a skipped module's output
+
+
+@dataclass(frozen=True)
+class StepEngineConfig:
+    """Settings of the step engine.
+
+    ``minimal_cache``: a full step keeps only what the partial steps read (one tensor per kept branch, shape-only
+    stand-ins for the rest); ``False`` keeps every skipped module's output (same results, more memory).
+    """
+
+    minimal_cache: bool = True
 
 
 @dataclass(frozen=True)
@@ -36,15 +61,77 @@ class Branch:
     consumer: str  # up resnet key, e.g. "up.3.resnets.2"
 
 
-class _SkipHook(ModelHook):
-    """Replaces a module's forward by the engine's decision: run it (and maybe cache its output) or reuse."""
+class StepCacheState(BaseState):
+    """The features one cache context (e.g. the conditional pass of guidance) stored during the last full step."""
+
+    def __init__(self):
+        self.features: dict[str, object] = {}
+
+    def reset(self, *args, **kwargs) -> None:
+        self.features = {}
+
+
+class _Contexts(StateManager):
+    """diffusers' per-context state manager, with a default context when none is set (plain unguided calls) and
+    access to every context's state (for :meth:`StepEngine.cache_state`)."""
+
+    def __init__(self):
+        super().__init__(StepCacheState)
+        self.set_context(None)
+
+    def set_context(self, context: CacheContext | None) -> None:
+        super().set_context(context if context is not None else CacheContext(DEFAULT_CONTEXT))
+
+    def states(self) -> dict[str, StepCacheState]:
+        return self._state_cache
+
+    def clear(self) -> None:
+        self._state_cache.clear()
+
+
+def _shape_only(out):
+    """A stand-in for a module output whose values nobody reads: same shapes and dtypes, one element of memory."""
+    if isinstance(out, torch.Tensor):
+        return torch.zeros((), dtype=out.dtype, device=out.device).expand(out.shape)
+    if isinstance(out, (tuple, list)):
+        return type(out)(_shape_only(o) for o in out)
+    return out
+
+
+class StepEngineHook(ModelHook):
+    """Replaces one module's forward by the current step's decision: run it (a full step also stores its output,
+    or a stand-in) or, in a partial step that skips the module, return the stored output."""
+
+    _is_stateful = True
 
     def __init__(self, engine: "StepEngine", key: str):
         super().__init__()
         self.engine, self.key = engine, key
+        self.states = engine.states
 
     def new_forward(self, module, *args, **kwargs):
-        return self.engine._call(self.key, self.fn_ref.original_forward, args, kwargs)
+        original, step = self.fn_ref.original_forward, self.engine.mode
+        if step is None:
+            return original(*args, **kwargs)
+        state = self.states.get_state()
+        if step.kind == FULL:
+            out = original(*args, **kwargs)
+            how = self.engine.storage.get(self.key)
+            if how is not None:
+                state.features[self.key] = out if how == READ else _shape_only(out)
+            return out
+        if self.key not in self.engine.skipped(step.branch):
+            return original(*args, **kwargs)
+        try:
+            return state.features[self.key]
+        except KeyError:
+            raise UserError(
+                f"partial step at branch {step.branch} without a cache (context {self.states.context.name!r}): a "
+                "partial step must follow a full step that kept this branch") from None
+
+    def reset_state(self, module):
+        self.states.clear()
+        return module
 
 
 def _down_layout(unet):
@@ -83,146 +170,189 @@ def _module(unet, key: str) -> torch.nn.Module:
     return unet.get_submodule(f"{name}.{rest}" if rest else name)
 
 
+def _number_branches(down, up) -> tuple[Branch, ...]:
+    producers = ["conv_in"] + [group[-1] for block in down for group in block]
+    consumers = [group[0] for resnets, _ in up for group in resnets]
+    if len(producers) != len(consumers):
+        raise UserError(f"U-Net has {len(producers)} skip tensors but {len(consumers)} up resnets consuming them:"
+                        " unsupported layout")
+    n = len(producers)
+    return tuple(Branch(i, producers[i - 1], consumers[n - i]) for i in range(1, n + 1))
+
+
+def _skip_set(b: int, down, up) -> frozenset[str]:
+    """Module keys whose forward a partial step at branch ``b`` replaces by the cached output."""
+    skipped, index = set(), 1  # index of the next skip tensor (conv_in is 1)
+    for d, block in enumerate(down):
+        first = index + 1
+        if first > b:  # the whole block lies below branch b
+            skipped.add(f"down.{d}")
+        else:
+            for i, group in enumerate(block):
+                if first + i > b:
+                    skipped.update(group)
+        index += len(block)
+    skipped.add("mid")
+    n, j = index, 0  # j: flattened up-resnet index; resnet j consumes skip n - j
+    for u, (resnets, ups) in enumerate(up):
+        computed = [n - (j + k) <= b for k in range(len(resnets))]
+        if not any(computed):
+            skipped.add(f"up.{u}")
+        else:
+            for group, comp in zip(resnets, computed):
+                if not comp:
+                    skipped.update(group)
+        j += len(resnets)
+    return frozenset(skipped)
+
+
+def _read_key(consumer: str, up) -> str:
+    """The skipped module whose output enters ``consumer`` (an up resnet key ``up.u.resnets.k``)."""
+    _, u, _, k = consumer.split(".")
+    u, k = int(u), int(k)
+    if k > 0:
+        return up[u][0][k - 1][-1]  # the previous resnet's attention, or that resnet
+    return f"up.{u - 1}" if u > 0 else "mid"
+
+
 class StepEngine:
-    """Runs a diffusers U-Net as full or partial(b) steps; attach with :meth:`attach`, remove with :meth:`detach`.
+    """Runs a diffusers U-Net as full or partial(b) steps; :func:`apply_step_engine` attaches it (or
+    :meth:`attach`), :func:`remove_step_engine` removes it (or :meth:`detach`).
 
     Outside ``with engine.step(...)`` the U-Net behaves natively.  Each cache context (e.g. the conditional and
     unconditional passes of classifier-free guidance run separately) keeps its own cache.
     """
 
-    def __init__(self, unet: torch.nn.Module):
+    def __init__(self, unet: torch.nn.Module, config: StepEngineConfig | None = None):
         for attr in ("conv_in", "down_blocks", "mid_block", "up_blocks"):
             if getattr(unet, attr, None) is None:
                 raise UserError(f"{type(unet).__name__} has no {attr}: the step engine needs a diffusers U-Net "
                                 "(UNet2DModel or UNet2DConditionModel)")
-        self.unet = unet
+        self.unet, self.config = unet, config or StepEngineConfig()
         down, up = _down_layout(unet), _up_layout(unet)
-        self.branches = self._number_branches(down, up)
-        self._skips = {b.index: self._skip_set(b.index, down, up) for b in self.branches}
-        self._all_keys = frozenset().union(*self._skips.values())
-        self._mode: Step | None = None
-        self._keep: frozenset[str] = frozenset()
-        self._context = "default"
-        self._caches: dict[str, dict[str, object]] = {}
-        self._hooked: list[torch.nn.Module] = []
+        self.branches = _number_branches(down, up)
+        self._skips = {b.index: _skip_set(b.index, down, up) for b in self.branches}
+        self._reads = {b.index: _read_key(b.consumer, up) for b in self.branches}
+        self.all_keys = frozenset().union(*self._skips.values())
+        self.states = _Contexts()
+        self.mode: Step | None = None           # the step the next U-Net calls run as
+        self.kept: frozenset[int] = frozenset()  # branches the last full step stored features for
+        self.storage: dict[str, str] = {}        # module key -> READ / SHAPE during a full step
 
     # ---- structure ----------------------------------------------------------------------------------
-    @staticmethod
-    def _number_branches(down, up) -> tuple[Branch, ...]:
-        producers = ["conv_in"] + [group[-1] for block in down for group in block]
-        consumers = [group[0] for resnets, _ in up for group in resnets]
-        if len(producers) != len(consumers):
-            raise UserError(f"U-Net has {len(producers)} skip tensors but {len(consumers)} up resnets consuming them:"
-                            " unsupported layout")
-        n = len(producers)
-        return tuple(Branch(i, producers[i - 1], consumers[n - i]) for i in range(1, n + 1))
-
-    @staticmethod
-    def _skip_set(b: int, down, up) -> frozenset[str]:
-        """Module keys whose forward a partial step at branch ``b`` replaces by the cached output."""
-        skipped, index = set(), 1  # index of the next skip tensor (conv_in is 1)
-        for d, block in enumerate(down):
-            first = index + 1
-            if first > b:  # the whole block lies below branch b
-                skipped.add(f"down.{d}")
-            else:
-                for i, group in enumerate(block):
-                    if first + i > b:
-                        skipped.update(group)
-            index += len(block)
-        skipped.add("mid")
-        n, j = index, 0  # j: flattened up-resnet index; resnet j consumes skip n - j
-        for u, (resnets, ups) in enumerate(up):
-            computed = [n - (j + k) <= b for k in range(len(resnets))]
-            if not any(computed):
-                skipped.add(f"up.{u}")
-            else:
-                for group, comp in zip(resnets, computed):
-                    if not comp:
-                        skipped.update(group)
-            j += len(resnets)
-        return frozenset(skipped)
-
     @property
     def num_branches(self) -> int:
         return len(self.branches)
 
-    # ---- attach / detach ----------------------------------------------------------------------------
+    def skipped(self, branch: int) -> frozenset[str]:
+        """Module keys a partial step at ``branch`` does not compute."""
+        return self._skips[branch]
+
+    def read_key(self, branch: int) -> str:
+        """The one skipped module whose stored output a partial step at ``branch`` reads."""
+        return self._reads[branch]
+
+    def storage_for(self, branches) -> dict[str, str]:
+        """How a full step that keeps ``branches`` stores each skipped output."""
+        shape = SHAPE if self.config.minimal_cache else READ
+        storage = {key: shape for b in branches for key in self._skips[b]}
+        storage.update({self._reads[b]: READ for b in branches})
+        return storage
+
+    # ---- attach / detach (thin wrappers of apply_step_engine / remove_step_engine) -----------------
     @classmethod
-    def attach(cls, unet: torch.nn.Module) -> "StepEngine":
-        engine = cls(unet)
-        for key in sorted(engine._all_keys):
-            module = _module(unet, key)
-            registry = HookRegistry.check_if_exists_or_initialize(module)
-            if registry.get_hook(HOOK_NAME) is not None:
-                raise UserError(f"a step engine is already attached to this U-Net ({key}): detach it first")
-            registry.register_hook(_SkipHook(engine, key), HOOK_NAME)
-            engine._hooked.append(module)
-        return engine
+    def attach(cls, unet: torch.nn.Module, config: StepEngineConfig | None = None) -> "StepEngine":
+        return apply_step_engine(unet, config)
 
     def detach(self) -> None:
         """Remove every hook: the U-Net's forward is exactly the original again."""
-        for module in self._hooked:
-            registry = module._diffusers_hook
-            registry.remove_hook(HOOK_NAME, recurse=False)
-            if not registry.hooks:
-                del module._diffusers_hook
-        self._hooked.clear()
+        remove_step_engine(self.unet)
         self.reset()
 
     def reset(self) -> None:
         """Forget every cache (start of a new batch)."""
-        self._caches.clear()
+        self.states.clear()
+        self.kept = frozenset()
 
     # ---- stepping -----------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def step(self, step: Step, keep: frozenset[int] | None = None):
-        """Run the U-Net call(s) inside as ``step``.  A full step keeps the outputs needed by partial steps at
-        branches ``keep`` (all branches when None)."""
+    def step(self, step: Step, keep=None):
+        """Run the U-Net call(s) inside as ``step``.  A full step replaces the cache by the features that partial
+        steps at branches ``keep`` (all branches when None) read."""
         if step.kind == NULL:
             raise UserError("a null step evaluates no network: the sampler must not call the U-Net for it")
-        if step.kind == PARTIAL and not 1 <= step.branch <= self.num_branches:
-            raise UserError(f"branch {step.branch} out of range: this U-Net has branches 1..{self.num_branches}")
+        if step.kind == PARTIAL:
+            if not 1 <= step.branch <= self.num_branches:
+                raise UserError(f"branch {step.branch} out of range: this U-Net has branches 1..{self.num_branches}")
+            if self.kept and step.branch not in self.kept:
+                raise UserError(f"partial step at branch {step.branch} without a cache for it: the last full step "
+                                f"kept branches {format_branches(self.kept)} only (sample(..., cache_branches=) sets them)")
         if step.kind == FULL:
-            self._keep = self._all_keys if keep is None else frozenset().union(
-                *(self._skips[b] for b in keep if b in self._skips))
-        self._mode = step
+            keep = frozenset(range(1, self.num_branches + 1)) if keep is None else frozenset(keep)
+            bad = sorted(b for b in keep if b not in self._skips)
+            if bad:
+                raise UserError(f"branch {bad[0]} out of range: this U-Net has branches 1..{self.num_branches}")
+            self.states.clear()
+            self.kept, self.storage = keep, self.storage_for(keep)
+        self.mode = step
         try:
             yield self
         finally:
-            self._mode = None
+            self.mode = None
 
     @contextlib.contextmanager
     def context(self, name: str):
         """Use the cache of context ``name`` (e.g. "cond" / "uncond") for the calls inside."""
-        previous, self._context = self._context, name
+        previous = self.states.context
+        self.states.set_context(CacheContext(name))
         try:
             yield self
         finally:
-            self._context = previous
-
-    def _call(self, key, original, args, kwargs):
-        mode = self._mode
-        if mode is None:
-            return original(*args, **kwargs)
-        if mode.kind == FULL:
-            out = original(*args, **kwargs)
-            if key in self._keep:
-                self._caches.setdefault(self._context, {})[key] = out
-            return out
-        if key not in self._skips[mode.branch]:
-            return original(*args, **kwargs)
-        try:
-            return self._caches[self._context][key]
-        except KeyError:
-            raise UserError(
-                f"partial step at branch {mode.branch} without a cache (context {self._context!r}): a partial step "
-                "must follow a full step that kept this branch") from None
+            self.states.set_context(previous)
 
     # ---- state capture ------------------------------------------------------------------------------
-    def cache_state(self) -> dict[str, dict[str, object]]:
-        """The cached features of every context (tensors are shared, never modified in place)."""
-        return {ctx: dict(cache) for ctx, cache in self._caches.items()}
+    def cache_state(self) -> dict:
+        """``{"kept": sorted branches, "contexts": {context: {module key: output}}}`` as plain data; tensors are
+        shared, never modified in place."""
+        return {"kept": sorted(self.kept),
+                "contexts": {ctx: dict(s.features) for ctx, s in self.states.states().items()}}
 
-    def load_cache_state(self, state: dict[str, dict[str, object]]) -> None:
-        self._caches = {ctx: dict(cache) for ctx, cache in state.items()}
+    def load_cache_state(self, state: dict) -> None:
+        self.reset()
+        self.kept = frozenset(state.get("kept", ()))
+        for ctx, features in state.get("contexts", {}).items():
+            with self.context(ctx):
+                self.states.get_state().features = dict(features)
+
+
+def apply_step_engine(unet: torch.nn.Module, config: StepEngineConfig | None = None) -> StepEngine:
+    """Hook the step engine into ``unet`` (unmodified diffusers U-Net); returns the engine that drives it."""
+    engine = StepEngine(unet, config)
+    hooked = []
+    try:
+        for key in sorted(engine.all_keys):
+            module = _module(unet, key)
+            registry = HookRegistry.check_if_exists_or_initialize(module)
+            if registry.get_hook(HOOK_NAME) is not None:
+                raise UserError(f"a step engine is already attached to this U-Net ({key}): detach it first")
+            registry.register_hook(StepEngineHook(engine, key), HOOK_NAME)
+            hooked.append(module)
+    except BaseException:
+        _remove_hooks(hooked)
+        raise
+    return engine
+
+
+def remove_step_engine(unet: torch.nn.Module) -> None:
+    """Remove the step engine's hooks from ``unet``: its forward is exactly the original again."""
+    _remove_hooks(unet.modules())
+
+
+def _remove_hooks(modules) -> None:
+    for module in list(modules):
+        registry = getattr(module, "_diffusers_hook", None)
+        if registry is None or registry.get_hook(HOOK_NAME) is None:
+            continue
+        registry.remove_hook(HOOK_NAME, recurse=False)
+        if not registry.hooks:
+            del module._diffusers_hook

@@ -17,6 +17,11 @@ FULL, PARTIAL, NULL = "full", "partial", "null"
 KINDS = (FULL, PARTIAL, NULL)
 
 
+def format_branches(branches) -> str:
+    """``{1, 3}`` / ``none``: a set of branches in error messages."""
+    return "{" + ", ".join(map(str, sorted(branches))) + "}" if branches else "none"
+
+
 @dataclass(frozen=True)
 class Step:
     """One step of a plan: ``full`` (whole U-Net, refreshes the cache), ``partial`` (shallow U-Net down to skip

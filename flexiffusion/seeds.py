@@ -1,15 +1,36 @@
 """Per-sample seeds (as in EDM's generate.py): image i's initial noise depends only on seeds[i], so any image
-can be regenerated whatever the batch size or its position in a batch."""
+can be regenerated whatever the batch size or its position in a batch.
+
+Each sample has numbered random streams: stream 0 (initial noise) is seeded with the seed itself, as a diffusers
+pipeline given ``torch.Generator().manual_seed(seed)`` is; stream k > 0 (e.g. the per-step noise of DDIM at
+eta > 0) with 64 bits drawn from numpy's ``SeedSequence((seed, k))``, a hash of the pair, so no (seed, stream) pair
+shares a generator seed with another (unlike ``seed + offset``, which collides once seeds reach the offset).
+"""
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
+INITIAL_NOISE, STEP_NOISE = 0, 1  # the streams the harness uses
 
-def generators(seeds: Sequence[int], offset: int = 0) -> list[torch.Generator]:
-    """One CPU generator per sample (``offset`` separates streams, e.g. initial noise vs. step noise)."""
-    return [torch.Generator("cpu").manual_seed(int(s) + offset) for s in seeds]
+
+def stream_seed(seed: int, stream: int = INITIAL_NOISE) -> int:
+    """The generator seed of ``stream`` of sample ``seed``."""
+    seed, stream = int(seed), int(stream)
+    if seed < 0 or stream < 0:
+        from .errors import UserError
+
+        raise UserError(f"seeds and streams are non-negative integers, got seed {seed}, stream {stream}")
+    if stream == INITIAL_NOISE:
+        return seed
+    return int(np.random.SeedSequence((seed, stream)).generate_state(1, np.uint64)[0])
+
+
+def generators(seeds: Sequence[int], stream: int = INITIAL_NOISE, device="cpu") -> list[torch.Generator]:
+    """One generator per sample for random stream ``stream`` (0: initial noise, 1: step noise, ...)."""
+    return [torch.Generator(device).manual_seed(stream_seed(s, stream)) for s in seeds]
 
 
 def noise_for_seeds(seeds: Sequence[int], shape: Sequence[int], dtype=torch.float32, device="cpu") -> torch.Tensor:

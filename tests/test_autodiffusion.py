@@ -88,9 +88,11 @@ def test_budget():
 
 
 def test_subset_scheduler_equals_ddim(tiny_unet):
-    """The uniform subset on the DDIM-equivalent subset scheduler == diffusers DDIM at K steps (float32 noise: the
-    random U-Net's latents reach |x| ~ 75; measured max abs 2.3e-5, max rel 3e-7 on an AVX-512 host, so the bound is
-    relative; DDIM's x0 clipping is off, as the subset scheduler has none)."""
+    """The uniform subset on the DDIM-equivalent subset scheduler == diffusers DDIM at K steps.  DDIM's x0 clipping
+    is off (the subset scheduler has none), so these latents of a random U-Net reach |x| ~ 80; the two paths round
+    differently in float32: measured max 2e-6 absolute on an AVX2 host, 2.3e-5 absolute = 3e-7 relative on an
+    AVX-512 (Zen 5) host, i.e. 3e-7 of the latents' largest magnitude.  Tolerance: 2e-6 of that magnitude (about 7x
+    the worst measured; an element-wise relative bound fails on near-zero entries)."""
     config = dict(DDPM_SCHEDULER, clip_sample=False)
     space = SearchSpace(1000, 5, 23)
     noise = noise_for_seeds([1, 2], (1, 16, 16))
@@ -98,7 +100,7 @@ def test_subset_scheduler_equals_ddim(tiny_unet):
     sched = subset_scheduler(space.uniform().timesteps)(config, 5)
     assert sched.timesteps.tolist() == [800, 600, 400, 200, 0]
     ours = sample(Denoiser(tiny_unet), sched, Plan.full(5), noise).latents
-    torch.testing.assert_close(ours, ddim, atol=1e-5, rtol=2e-6)
+    assert (ours - ddim).abs().max() <= 2e-6 * ddim.abs().max()
     other = sample(Denoiser(tiny_unet), subset_scheduler([999, 700, 420, 90, 3])(config, 5), Plan.full(5), noise)
     assert (other.latents - ddim).abs().max() > 1e-2  # another subset is another sampler
 

@@ -143,9 +143,9 @@ def test_guidance_doubles_complete_unet_macs_only():
 
 
 def test_table_cache_is_reused_and_atomic(cifar, cache_dir, monkeypatch):
-    files = list(cache_dir.glob("*.json"))
+    files = list(cache_dir.glob("macs/*.json"))
     assert [f.name.startswith("ddpm-cifar10-") for f in files] == [True]
-    assert not list(cache_dir.glob("*.tmp"))
+    assert not list(cache_dir.rglob("*.tmp"))
     monkeypatch.setattr(macs, "measure_preset", lambda *a, **k: pytest.fail("cache miss"))
     again = macs.preset_table("ddpm-cifar10", cache=cache_dir)
     assert again.counts == cifar.counts and again.key == macs.cache_key("ddpm-cifar10")
@@ -157,7 +157,7 @@ def test_stale_or_corrupt_cache_entry_is_measured_again(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(macs, "measure_preset", lambda name, progress=False: calls.append(name) or fake)
     macs.preset_table("embedded", cache=tmp_path)
-    (path,) = tmp_path.glob("embedded-*.json")
+    (path,) = tmp_path.glob("macs/embedded-*.json")
     path.write_text("{not json")
     macs.preset_table("embedded", cache=tmp_path)
     data = json.loads(path.read_text())
@@ -200,8 +200,9 @@ def test_all_full_plan_costs_full_macs_and_speedup_one(cifar):
 
 
 def test_paper_table2_deepcache_rows(cifar):
-    """Table 2 (CIFAR-10, 100 DDIM steps): DeepCache-B/C/D = uniform intervals 5/10/20 at the paper's branch 2,
-    which is our partial(3): avg MACs 3.01 / 2.63 / 2.42 G."""
+    """Table 2 (CIFAR-10, 100 DDIM steps): DeepCache-B/C/D = uniform intervals 5/10/20 at the paper's branch 2
+    (DeepCache's DDPM ``--branch 2``), which is our partial(3) (``engine_branch(2) == 3``, tests/test_deepcache.py):
+    avg MACs 3.01 / 2.63 / 2.42 G."""
     model = CostModel.from_table(cifar)
     for interval, want in ((5, 3.01), (10, 2.63), (20, 2.42)):
         assert model.cost(uniform_plan(100, interval, 3)).avg_macs_g == pytest.approx(want, rel=0.01)

@@ -10,6 +10,8 @@ import torch
 
 from bench.embedded import data as D
 from bench.embedded.unet import NULL_CLASS, SCHEDULER_CONFIG, UNET_CONFIG, build_unet, count_params
+from bench.quality.images import as_images
+from bench.quality.sources import digits_uint8
 from flexiffusion.errors import UserError
 from flexiffusion.threads import num_threads
 
@@ -39,10 +41,10 @@ def test_split_deterministic_and_uint8():
     D._all_digits.cache_clear()
     x2, y2 = D.load_split("train")
     assert torch.equal(x1, x2) and torch.equal(y1, y2)
-    u, _ = D.load_split_uint8("heldout")
+    u = digits_uint8("heldout")
     assert u.dtype == torch.uint8 and u.shape == (360, 1, 16, 16)
     assert (D.from_uint8(u) - D.load_split("heldout")[0]).abs().max() <= 1 / 127.5 + 1e-6
-    ds = D.Uint8Images(u)
+    ds = as_images(u)
     assert len(ds) == 360 and torch.is_tensor(ds[0]) and ds[0].dtype == torch.uint8
     with pytest.raises(ValueError):
         D.load_split("test")
@@ -106,7 +108,7 @@ def test_shipped_classifier_heldout_accuracy():
     clf = load_classifier()
     x, y = D.load_split("heldout")
     assert accuracy(clf, x, y) >= 0.97
-    u, _ = D.load_split_uint8("heldout")
+    u = digits_uint8("heldout")
     assert accuracy(clf, u, y) >= 0.97  # uint8 input handled
 
 
@@ -120,8 +122,8 @@ def test_extractor_registered_and_metrics():
 
     assert ensure_registered() == "digits-cnn" and ensure_registered() == "digits-cnn"  # idempotent
     assert FEATURE_EXTRACTORS_REGISTRY["digits-cnn"] is FeatureExtractorDigitsCNN
-    u, _ = D.load_split_uint8("heldout")
-    a, b = D.Uint8Images(u[:180]), D.Uint8Images(u[180:])
+    u = digits_uint8("heldout")
+    a, b = as_images(u[:180]), as_images(u[180:])
     kw = dict(feature_extractor="digits-cnn", cuda=False, verbose=False, save_cpu_ram=True)
     same = torch_fidelity.calculate_metrics(input1=a, input2=a, fid=True, **kw)
     assert abs(same["frechet_inception_distance"]) < 1e-6
@@ -135,7 +137,7 @@ def test_extractor_input_forms():
     from bench.embedded.extractor import FeatureExtractorDigitsCNN
 
     fe = FeatureExtractorDigitsCNN("digits-cnn", ["features", "logits_unbiased"])
-    u, _ = D.load_split_uint8("heldout")
+    u = digits_uint8("heldout")
     u = u[:8]
     f1, l1 = fe(u)
     assert f1.shape == (8, 128) and l1.shape == (8, 10)
@@ -161,6 +163,8 @@ def test_train_command_tiny_and_resume(tmp_path):
     m3 = json.loads((out / "weights" / "manifest.json").read_text())
     assert m3["steps"] == 3 and "--steps 3" in m3["command"]
     clf_mtime = (out / "classifier.safetensors").stat().st_mtime_ns
+    out_at_3 = tmp_path / "at-3"
+    shutil.copytree(out, out_at_3)
 
     assert main(base + ["--steps", "5"]) == 0  # resumes at step 3
     ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
@@ -174,13 +178,70 @@ def test_train_command_tiny_and_resume(tmp_path):
                  "--checkpoint-every", "2", "--no-progress", "--steps", "5"]) == 0
     a = torch.load(out / "checkpoint.pt", weights_only=False)["ema"]
     b = torch.load(straight / "checkpoint.pt", weights_only=False)["ema"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a["optimization_step"] == b["optimization_step"] == 5
+    assert all(torch.equal(x, y) for x, y in zip(a["shadow_params"], b["shadow_params"], strict=True))
+
+    # a checkpoint of the previous hand-written EMA (the averaged module's state dict) resumes to the same weights
+    old = tmp_path / "old-format"
+    shutil.copytree(out_at_3, old)
+    ckpt = torch.load(old / "checkpoint.pt", weights_only=False)
+    names = [n for n, _ in build_unet().named_parameters()]
+    ckpt["ema"] = dict(zip(names, ckpt["ema"]["shadow_params"], strict=True))
+    torch.save(ckpt, old / "checkpoint.pt")
+    assert main(base[:2] + [str(old)] + base[3:] + ["--steps", "5"]) == 0
+    c = torch.load(old / "checkpoint.pt", weights_only=False)["ema"]
+    assert all(torch.equal(x, y) for x, y in zip(c["shadow_params"], b["shadow_params"], strict=True))
 
     # resuming with a setting that changes the run is refused
     assert main(base + ["--steps", "6", "--seed", "1"]) == 2
 
     dst = install_weights(out / "weights", tmp_path / "installed")
     load_embedded(verify=True, weights_dir=dst)
+
+
+def test_ema_model_update_equals_the_formula():
+    """diffusers' EMAModel as make_ema configures it: update k (1-based) is ema <- d ema + (1 - d) p with
+    d = min(decay, (1 + s) / (10 + s)), s = k - 1, and the first update (d = 0) a copy.  float64, so the two ways of
+    writing the update agree to round-off (1e-12)."""
+    from bench.embedded.train import TrainConfig, make_ema
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3).double()
+    cfg = TrainConfig(ema_decay=0.8)  # small enough that the cap is reached (at s = 35) within the test
+    ema = make_ema(model, cfg)
+    expected = [p.detach().clone() for p in model.parameters()]
+    for k in range(1, 40):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        ema.step(model.parameters())
+        s = k - 1
+        d = 0.0 if s == 0 else min(cfg.ema_decay, (1 + s) / (10 + s))
+        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, model.parameters())]
+        for got, want in zip(ema.shadow_params, expected):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert ema.cur_decay_value == cfg.ema_decay  # the cap was reached
+
+
+def test_lr_scheduler_equals_the_closed_form_and_resumes():
+    """torch's LinearLR + CosineAnnealingLR give the closed-form schedule of the shipped run at every step (the
+    recursive cosine drifts by float round-off only: 1e-9 relative), also when rebuilt at a resumed step."""
+    from bench.embedded.train import TrainConfig, lr_at, lr_scheduler, step_scheduler
+
+    cfg = TrainConfig()
+    opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=cfg.lr)
+    sched = lr_scheduler(opt, cfg)
+    seen = []
+    for step in range(cfg.steps):
+        seen.append(opt.param_groups[0]["lr"])
+        assert seen[-1] == pytest.approx(lr_at(step, cfg), rel=1e-9), step
+        step_scheduler(sched)
+    assert seen[0] == pytest.approx(cfg.lr / cfg.warmup, rel=1e-12)
+    assert seen[cfg.warmup] == pytest.approx(cfg.lr, rel=1e-12)
+    for step in (1, cfg.warmup - 1, cfg.warmup, 4321):
+        opt2 = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=cfg.lr)
+        lr_scheduler(opt2, cfg, step)
+        assert opt2.param_groups[0]["lr"] == pytest.approx(seen[step], rel=1e-12)
 
 
 def test_train_command_bad_input(tmp_path):
@@ -193,7 +254,7 @@ def test_train_command_bad_input(tmp_path):
 # --- quality gates ----------------------------------------------------------------------------------------------
 
 def _fake_result(n=100):
-    from bench.embedded.gates import GATES
+    from bench.commands.embedded_gates import GATES
 
     return dict(
         protocol=dict(n=n, ddim_steps=2, guidance_scale=3.0), gates=GATES,
@@ -209,7 +270,7 @@ def _fake_result(n=100):
 def test_gates_report_record_and_grid(tmp_path):
     from PIL import Image
 
-    from bench.embedded.gates import format_report, grid_png, record
+    from bench.commands.embedded_gates import format_report, grid_png, record
     from bench.embedded.loader import WEIGHTS_DIR, verify_weights
 
     text = format_report(_fake_result())
@@ -219,9 +280,36 @@ def test_gates_report_record_and_grid(tmp_path):
     record(_fake_result(), copy)
     assert json.loads((copy / "manifest.json").read_text())["quality"]["fid_ratio"] == 1.0
     verify_weights(copy)  # recording touches the manifest only, never the hashed weight files
-    u, _ = D.load_split_uint8("heldout")
+    u = digits_uint8("heldout")
     grid_png(u[:100], u[100:200], tmp_path / "grid.png")
-    assert Image.open(tmp_path / "grid.png").size == (2 * 10 * 18 * 4 + 16, 10 * 18 * 4)
+    cell = 16 + 1  # make_grid: a 1-pixel frame between digits and around the grid
+    side = 10 * cell + 1
+    img = Image.open(tmp_path / "grid.png")
+    assert img.size == ((2 * side + 4) * 4, side * 4)
+    px = torch.from_numpy(__import__("numpy").array(img.convert("L")))
+    # the digit at row 0, column 0 of the left grid, pixel-exact after the 4x nearest upscaling
+    assert torch.equal(px[4:4 + 64:4, 4:4 + 64:4], u[0, 0])
+    assert torch.equal(px[4:4 + 64:4, (side + 4 + 1) * 4:(side + 4 + 1) * 4 + 64:4], u[100, 0])
+
+
+GATE_FIGURES = dict(fid_ratio=1.0, class_fractions=[0.1] * 10, confident_fraction=0.9, cfg_accuracy=0.99)
+
+
+@pytest.mark.parametrize("gate,figure,inside,outside", [
+    ("fid", "fid_ratio", 3.0, 3.0001),
+    ("class_balance", "class_fractions", [0.05] + [0.95 / 9] * 9, [0.0499] + [0.9501 / 9] * 9),
+    ("class_balance", "class_fractions", [0.15] + [0.85 / 9] * 9, [0.1501] + [0.8499 / 9] * 9),
+    ("confidence", "confident_fraction", 0.85, 0.8499),
+    ("cfg_accuracy", "cfg_accuracy", 0.95, 0.9499),
+])
+def test_each_gate_fails_when_its_figure_crosses_its_threshold(gate, figure, inside, outside):
+    from bench.commands.embedded_gates import check_gates
+
+    assert all(check_gates(**GATE_FIGURES).values())
+    at = check_gates(**{**GATE_FIGURES, figure: inside})
+    assert all(at.values()), at  # the threshold itself passes
+    crossed = check_gates(**{**GATE_FIGURES, figure: outside})
+    assert crossed[gate] is False and all(v for k, v in crossed.items() if k != gate), crossed
 
 
 def test_gates_bad_input():

@@ -165,3 +165,60 @@ def test_cfg_contexts_keep_separate_caches(tiny_class_unet):
         x = sched.step(eu + 3.0 * (ec - eu), t, x).prev_sample
     assert torch.equal(split, x)
     torch.testing.assert_close(batched, split, atol=1e-4, rtol=0)
+
+
+def test_hook_pattern_apply_remove(tiny_unet):
+    """diffusers' four parts: config dataclass, per-context state, the hook, apply_/remove_ functions."""
+    from flexiffusion.engine import (HOOK_NAME, StepCacheState, StepEngineConfig, StepEngineHook, apply_step_engine,
+                                     remove_step_engine)
+
+    x = torch.randn(1, 1, 16, 16)
+    ref = tiny_unet(x, 3).sample
+    engine = apply_step_engine(tiny_unet, StepEngineConfig(minimal_cache=True))
+    hooks = [m._diffusers_hook.get_hook(HOOK_NAME) for m in tiny_unet.modules() if hasattr(m, "_diffusers_hook")]
+    assert len(hooks) == len(engine.all_keys) and all(isinstance(h, StepEngineHook) for h in hooks)
+    with engine.step(Step.full()):
+        with engine.context("cond"):
+            tiny_unet(x, 900)
+    assert set(engine.states.states()) == {"cond"}
+    assert isinstance(engine.states.states()["cond"], StepCacheState)
+    remove_step_engine(tiny_unet)
+    assert torch.equal(tiny_unet(x, 3).sample, ref)
+    assert not any(hasattr(m, "_diffusers_hook") for m in tiny_unet.modules())
+
+
+def _flat(v):
+    return [t for x in v for t in _flat(x)] if isinstance(v, (tuple, list)) else [v]
+
+
+def _run_all_branches(unet, x, t, kw, config):
+    from flexiffusion.engine import StepEngineConfig
+
+    engine = StepEngine.attach(unet, StepEngineConfig(minimal_cache=config))
+    outs, sizes = {}, {}
+    try:
+        for b in range(1, engine.num_branches + 1):
+            with engine.step(Step.full(), keep={b}):
+                full = unet(x, 900, **kw).sample
+            feats = engine.cache_state()["contexts"]["default"]
+            sizes[b] = {k for k, v in feats.items()
+                        if any(o.untyped_storage().nbytes() > o.element_size() for o in _flat(v))}
+            with engine.step(Step.partial(b)):
+                outs[b] = unet(x, t, **kw).sample
+            assert not torch.equal(outs[b], full)
+        return outs, sizes, engine
+    finally:
+        engine.detach()
+
+
+def test_full_step_keeps_only_what_the_partial_step_reads(tiny_unet, tiny_sd):
+    """Per kept branch one real tensor (the input of the consumer of skip b), one-element stand-ins for the other
+    skipped outputs; the partial steps are bit-identical to keeping every skipped output."""
+    x = torch.randn(2, 1, 16, 16)
+    z, ctx = torch.randn(2, 4, 16, 16), torch.randn(2, 77, 32)
+    for unet, inp, kw in ((tiny_unet, x, {}), (tiny_sd.unet, z, {"encoder_hidden_states": ctx})):
+        small, real, engine = _run_all_branches(unet, inp, 17, kw, True)
+        big, _, _ = _run_all_branches(unet, inp, 17, kw, False)
+        for b in small:
+            assert real[b] == {engine.read_key(b)}
+            assert torch.equal(small[b], big[b])

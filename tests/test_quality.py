@@ -311,10 +311,11 @@ def test_fewer_images_than_feature_dimensions_warns_that_fid_is_biased():
 
 @pytest.mark.filterwarnings("ignore:FID statistics of 4 images")
 def test_rfid_for_a_bundle_uses_the_real_generator_with_the_teachers_seeds():
+    from bench.evaluation import relative_fid
     from bench.models import load_model
     from flexiffusion.schedule import Plan
 
-    rfid = RelativeFID.for_bundle(load_model("tiny-ddpm"), range(4), 2, extractor=EX)
+    rfid = relative_fid(load_model("tiny-ddpm"), range(4), 2, extractor=EX)
     assert rfid.teacher.model_id == "tiny-ddpm" and rfid.teacher.grid_length == 2
     same = rfid(Plan.full(2))
     assert same["mse"] == 0.0 and abs(same["rfid"]) < 1e-6  # same seeds -> the teacher's images exactly
@@ -341,9 +342,9 @@ def digits_cnn_weights(tmp_path_factory):
 
 
 def test_digits_cnn_separates_real_digits_from_noise(digits_cnn_weights, _cache):
-    from bench.embedded.data import load_split_uint8
+    from bench.quality.sources import digits_uint8
 
-    train, heldout = load_split_uint8("train")[0][:400], load_split_uint8("heldout")[0]
+    train, heldout = digits_uint8("train")[:400], digits_uint8("heldout")
     noise = random_images(360, seed=5)
     real = fidelity(heldout, train, ("fid", "prc"), extractor="digits-cnn", weights_path=digits_cnn_weights,
                     reference_source="digits-train-400")
@@ -367,7 +368,7 @@ def test_inception_weights_are_found_locally_and_grayscale_is_repeated_to_rgb(_c
 
 
 def test_fingerprints_follow_the_weights():
-    from bench.quality.cache import module_fingerprint
+    from bench.cache import module_fingerprint
 
     assert Extractor(EX).fingerprint == Extractor(EX).fingerprint
     net = torch.nn.Linear(3, 2)

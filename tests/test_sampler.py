@@ -69,7 +69,9 @@ def test_ddim_null_step_equals_skipped_timestep(tiny_unet):
     noise = noise_for_seeds([7, 8], (1, 16, 16))
     ours = sample(Denoiser(tiny_unet), make_scheduler("ddim", DDPM_SCHEDULER, n), plan, noise).latents
     ref = _ddim_jump_reference(tiny_unet, noise, plan, n)
-    assert (ours - ref).abs().max() <= 1e-5
+    # float32 rounding of two arithmetic orders, amplified by 1 / sqrt(alpha_cumprod) ~ 100 at the first steps:
+    # measured 5.9e-6 to 7.2e-6 max abs (|x| <= 1) over seeds (7, 8), (1, 2), (3, 4, 5, 6); tolerance 3x that
+    assert (ours - ref).abs().max() <= 2.5e-5
     # and a null step really changes the result compared with evaluating that step
     full = sample(Denoiser(tiny_unet), make_scheduler("ddim", DDPM_SCHEDULER, n), Plan.full(n), noise).latents
     assert (full - ours).abs().max() > 1e-3

@@ -80,7 +80,7 @@ def search(bundle, config: AutoDiffusionConfig, checkpoint=None, batch_size: int
 
 
 def search_key(bundle, config: AutoDiffusionConfig) -> str:
-    from bench.quality.cache import stable_hash
+    from bench.cache import stable_hash
 
     ident = {"v": SEARCH_VERSION, "model": bundle.name, "weights": bundle.weights_id, "config": asdict(config)}
     return f"{SEARCH_EXPERIMENT}:{bundle.name}:K{config.k}:{stable_hash(json.loads(json.dumps(ident)))}"
@@ -90,7 +90,7 @@ def searched_candidate(bundle, config: AutoDiffusionConfig, store=None, cache_di
                        batch_size: int = 256) -> Candidate:
     """The best candidate of ``config``'s search: from ``store`` when stored, else searched (checkpointed under
     the cache folder, so a killed search resumes) and stored."""
-    from bench.quality.cache import cache_dir as default_cache_dir
+    from bench.cache import cache_dir as default_cache_dir
 
     key = search_key(bundle, config)
     if store is not None and store.has(key):

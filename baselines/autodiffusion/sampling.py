@@ -70,12 +70,12 @@ class RFIDFitness:
 
     def __init__(self, bundle, seeds, teacher_steps: int = 100, batch_size: int = 64, cache_dir=None,
                  extractor: str | None = None):
-        from bench.quality import RelativeFID
+        from bench.evaluation import relative_fid
 
         kw = {"extractor": extractor} if extractor else {}
         self.bundle, self.seeds, self.batch_size = bundle, list(seeds), batch_size
-        self.rfid = RelativeFID.for_bundle(bundle, self.seeds, teacher_steps, gen_batch_size=batch_size,
-                                           cache_dir=cache_dir, **kw)
+        self.rfid = relative_fid(bundle, self.seeds, teacher_steps, gen_batch_size=batch_size,
+                                 cache_dir=cache_dir, **kw)
 
     def __call__(self, candidate: Candidate) -> float:
         images = generate_candidate(self.bundle, candidate, self.seeds, self.batch_size)

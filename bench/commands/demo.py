@@ -56,15 +56,15 @@ def _evaluate(args, bundle, plans, seeds) -> tuple[list[dict], dict]:
     from bench.cost.cases import LatencyCase
     from bench.cost.plan_latency import measure_plans
     from bench.cost.schedule_cost import plan_cost
-    from bench.embedded.data import load_split_uint8
+    from bench.quality.sources import digits_uint8
+    from bench.evaluation import relative_fid
     from bench.generate import generate_images
     from bench.quality.fidelity import fidelity
-    from bench.quality.rfid import RelativeFID
 
     teacher = plans[0]
-    rfid = RelativeFID.for_bundle(bundle, seeds, args.steps, scheduler="ddim", gen_batch_size=args.batch_size,
-                                  progress=True, cache_dir=args.cache_dir)
-    real = load_split_uint8("all")[0]  # all 1797 real digits: the reference set, its statistics cached
+    rfid = relative_fid(bundle, seeds, args.steps, scheduler="ddim", gen_batch_size=args.batch_size, progress=True,
+                        cache_dir=args.cache_dir)
+    real = digits_uint8("all")  # all 1797 real digits: the reference set, its statistics cached
     print(f"latency: timing both plans on the embedded architecture (batch {args.latency_batch}) ...")
     latency = measure_plans(LatencyCase("embedded", batch_size=args.latency_batch, threads=args.threads,
                                         device=str(bundle.device), warmup=1, repeats=args.latency_repeats,

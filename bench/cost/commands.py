@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("--csv", metavar="DIR", help="write macs.csv (every preset) and macs-<preset>.csv into DIR")
     p.add_argument("--plot", metavar="PNG", help="write the MACs-against-branch figure (paper Fig. B.1)")
     p.add_argument("--refresh", action="store_true", help="re-measure instead of reading the disk cache")
-    p.add_argument("--cache", metavar="DIR", help="MACs cache directory (default $FLEXBENCH_CACHE/macs)")
+    p.add_argument("--cache", metavar="DIR", help="cache root (default $FLEXBENCH_CACHE; tables go to its macs/)")
     p.set_defaults(func=run_macs)
 
     q = subparsers.add_parser("latency", help="per-step latency of full / partial(b) steps and of whole plans",

@@ -1,7 +1,8 @@
 """MACs of every step type per preset (fvcore, ``paper`` and ``complete`` conventions), cached on disk.
 
-The public entry point of MAC counting: :func:`preset_table` returns a preset's :class:`MacsTable`, from the disk
-cache (``$FLEXBENCH_CACHE/macs``, JSON, atomic writes) when the stored key matches, else measured and saved.  The
+The public entry point of MAC counting: :func:`preset_table` returns a preset's :class:`MacsTable`, from the suite's
+disk cache (:class:`bench.cache.Cache`: ``$FLEXBENCH_CACHE/macs``, JSON, atomic writes) when the stored key matches,
+else measured and saved.  The
 key holds the preset's architecture and inputs, the step engine's source and the versions of everything that
 produced the count.  Concepts live in their own modules and are re-exported here: operator handles
 (:mod:`bench.cost.handles`), one traced call (:mod:`bench.cost.counting`), the per-preset table
@@ -14,8 +15,8 @@ import json
 import os
 from pathlib import Path
 
+from bench.cache import Cache
 from flexiffusion.environment import library_version
-from flexiffusion.io import atomic_write_json
 
 from .counting import COMPLETE, CONVENTIONS, PAPER, Call, G, OpCount, check_convention, count_call
 from .export import CSV_COLUMNS, plot_branches, write_csv
@@ -24,10 +25,11 @@ from .table import MacsRow, MacsTable, measure_preset
 
 __all__ = ["COMPLETE", "CONVENTIONS", "PAPER", "G", "EXTRA_OPS", "CSV_COLUMNS", "Call", "OpCount", "MacsRow",
            "MacsTable", "attention_macs", "sdpa_handle", "cdist_handle", "check_convention", "count_call",
-           "measure_preset", "preset_table", "cache_key", "cache_root", "write_csv", "plot_branches"]
+           "measure_preset", "preset_table", "cache_key", "write_csv", "plot_branches"]
 
 # Bump when the counting procedure changes (invalidates cached tables).
 COUNTER_VERSION = 1
+CACHE_STAGE = "macs"
 
 
 def _source_digest(module_name: str) -> str:
@@ -54,34 +56,16 @@ def cache_key(name: str) -> dict:
     }, sort_keys=True, default=str))
 
 
-def cache_root(root: str | os.PathLike | None = None) -> Path:
-    """``root``, else ``$FLEXBENCH_CACHE/macs``, else ``~/.cache/flexiffusion-bench/macs``."""
-    if root is not None:
-        return Path(root)
-    base = os.environ.get("FLEXBENCH_CACHE") or "~/.cache/flexiffusion-bench"
-    return Path(os.path.expanduser(base)) / "macs"
-
-
-def _cache_path(root: Path, key: dict) -> Path:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return root / f"{key['preset']}-{digest}.json"
-
-
 def preset_table(name: str, cache: str | os.PathLike | None | bool = None, refresh: bool = False,
                  progress: bool = False) -> MacsTable:
-    """The MACs table of preset ``name``, from the disk cache when its key matches, else measured and saved.
-    ``cache=False`` disables the disk cache; a path overrides its location."""
+    """The MACs table of preset ``name``, from the suite's disk cache (:class:`bench.cache.Cache`, stage ``macs``,
+    JSON) when its key matches, else measured and saved.  ``cache=False`` disables it; a path is the cache root."""
     key = cache_key(name)
-    path = None if cache is False else _cache_path(cache_root(None if cache is True else cache), key)
-    if path is not None and not refresh and path.is_file():
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            data = None
-        if data is not None and data.get("key") == key:  # the stored key guards against collisions
-            return MacsTable.from_dict(data)
+    store = Cache(None if cache in (None, True, False) else cache, enabled=cache is not False)
+    data = None if refresh else store.load(CACHE_STAGE, key, name, fmt="json")
+    if data is not None:
+        return MacsTable.from_dict(data)
     table = measure_preset(name, progress)
     table.key = key
-    if path is not None:
-        atomic_write_json(path, table.to_dict(), indent=1)
+    store.save(CACHE_STAGE, key, table.to_dict(), name, fmt="json")
     return table

@@ -1,8 +1,11 @@
 """NFE, average MACs and speedup of a plan, Flexiffusion's cost measure (Tables 1-3), from a per-model lookup table.
 
-*avg MACs* of a plan = total U-Net MACs over the plan / number of steps of its base grid (``len(plan.steps)``);
-*speedup* = avg MACs of the all-full plan on the same grid (= one full step) / avg MACs of the plan.  E.g. LDM-4-G,
-250 DDIM steps: 99.82 G full; Flexiffusion-C 9.91 G, speedup 10.1x.
+*NFE* = U-Net evaluations the sampler runs (full + partial steps).  *avg MACs* of a plan = total U-Net MACs over the
+plan / the teacher's evaluations on the same grid (``len(plan.steps)``: every grid step of the all-full plan is one
+evaluation), so the teacher's avg MACs is one full step on every scheduler; *speedup* = that / avg MACs of the plan.
+E.g. LDM-4-G, 250 DDIM steps: 99.82 G full; Flexiffusion-C 9.91 G, speedup 10.1x.  PLMS: diffusers repeats one
+timestep, so PLMS-50's grid has 51 steps and its teacher NFE is 51 (the paper lists 50); its avg MACs is one full
+step, as in the paper.
 
 A :class:`CostModel` holds one number per step type (null, partial(1..B), full), so costing a candidate is a sum of
 dictionary lookups: the evolutionary search (Algorithm 1, cost estimator C) calls it thousands of times.

@@ -107,3 +107,12 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int = 3
             opt.step()
             sched.step()
     return model.eval()
+
+
+def load_classifier_weights(path) -> DigitClassifier:
+    """A :class:`DigitClassifier` (eval mode) with the weights of a safetensors file."""
+    from safetensors.torch import load_file
+
+    model = DigitClassifier()
+    model.load_state_dict(load_file(str(path)))
+    return model.eval()

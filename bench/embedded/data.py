@@ -25,11 +25,6 @@ N_TRAIN = 1437
 N_HELDOUT = 360
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float NCHW -> uint8 NCHW (0..255), rounding to nearest."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 def from_uint8(images: torch.Tensor) -> torch.Tensor:
     """uint8 NCHW (0..255) -> [-1, 1] float32 NCHW."""
     return images.to(torch.float32) / 127.5 - 1.0
@@ -64,24 +59,3 @@ def load_split(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     else:
         raise ValueError(f"unknown split {split!r}: expected 'train', 'heldout' or 'all'")
     return x[idx].clone(), y[idx].clone()
-
-
-def load_split_uint8(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """As :func:`load_split`, images as uint8 NCHW (the form torch-fidelity consumes)."""
-    x, y = load_split(split)
-    return to_uint8(x), y
-
-
-class Uint8Images(torch.utils.data.Dataset):
-    """A torch-fidelity input: each item is a bare uint8 CHW tensor (a TensorDataset's tuples are rejected)."""
-
-    def __init__(self, images: torch.Tensor):
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError("Uint8Images expects a uint8 NCHW tensor")
-        self.images = images
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.images[i]

@@ -10,25 +10,15 @@ Registration happens on import; :func:`ensure_registered` is the idempotent way 
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.helpers import vassert
 
-from bench.embedded.classifier import DigitClassifier
+from bench.embedded.classifier import load_classifier_weights
 from bench.embedded.data import RESOLUTION
 
 NAME = "digits-cnn"
-
-
-def load_classifier_weights(path: str | Path) -> DigitClassifier:
-    from safetensors.torch import load_file
-
-    model = DigitClassifier()
-    model.load_state_dict(load_file(str(path)))
-    return model.eval()
 
 
 class FeatureExtractorDigitsCNN(FeatureExtractorBase):

@@ -1,6 +1,7 @@
 """Loading the shipped embedded model (U-Net, scheduler config, classifier) with sha256 verification."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,14 @@ class EmbeddedModel:
     classifier: "object"  # bench.embedded.classifier.DigitClassifier, eval mode
     manifest: dict
     path: Path
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _fail(path: Path, problem: str) -> UserError:
@@ -38,10 +47,20 @@ def read_manifest(weights_dir: Path | None = None) -> dict:
     return manifest
 
 
+UNET_WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
+
+
+def unet_weights_digest(manifest: dict) -> str:
+    """The sha256 of the U-Net's weights file as the manifest records it (:func:`verify_weights` checks it against
+    the file, so a verified load never hashes the weights twice)."""
+    try:
+        return manifest["files"][UNET_WEIGHTS]
+    except KeyError:
+        raise UserError(f"manifest.json lists no {UNET_WEIGHTS}; retrain with: {RETRAIN_COMMAND}") from None
+
+
 def verify_weights(weights_dir: Path | None = None) -> dict:
     """Check every file of the manifest exists and has its recorded sha256; returns the manifest."""
-    from bench.embedded.train import sha256_file
-
     weights_dir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     manifest = read_manifest(weights_dir)
     for name, digest in manifest["files"].items():
@@ -55,7 +74,7 @@ def verify_weights(weights_dir: Path | None = None) -> dict:
 
 def load_classifier(weights_dir: Path | None = None, verify: bool = False):
     """The shipped digit classifier (eval mode)."""
-    from bench.embedded.extractor import load_classifier_weights
+    from bench.embedded.classifier import load_classifier_weights
 
     weights_dir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     if verify:

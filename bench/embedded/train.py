@@ -10,10 +10,13 @@ Layout of the output directory ``OUT``::
                                    built in a temporary folder and renamed into place in one step
 
 ``install_weights`` copies ``OUT/weights`` into the package (``bench/embedded/weights``), also by rename.
+
+The parts come from libraries: AdamW; torch's ``LinearLR`` warm-up then ``CosineAnnealingLR`` (:func:`lr_scheduler`,
+equal to the closed form :func:`lr_at` the shipped weights were trained with); ``diffusers.training_utils.EMAModel``
+(:func:`make_ema`; the shipped weights came from the previous, equivalent hand-written EMA, see there).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -29,6 +32,7 @@ import torch.nn.functional as F
 
 from bench.embedded import data as embedded_data
 from bench.embedded.classifier import DigitClassifier, accuracy, train_classifier
+from bench.embedded.loader import sha256_file
 from bench.embedded.unet import NULL_CLASS, SCHEDULER_CONFIG, build_scheduler, build_unet, count_params
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -56,22 +60,15 @@ class TrainConfig:
     checkpoint_every: int = 250
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from flexiffusion.io import atomic_write
+
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to ``final_lr_fraction * lr`` at ``cfg.steps``."""
+    """The closed form of :func:`lr_scheduler`: linear warm-up, then cosine decay to ``final_lr_fraction * lr`` at
+    ``cfg.steps`` (the schedule the shipped weights were trained with; the test compares the two)."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
@@ -79,14 +76,45 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (f + (1 - f) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-@torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
-    """EMA with the usual warm-up ``min(decay, (1 + step) / (10 + step))`` so early weights do not dominate."""
-    d = min(decay, (1 + step) / (10 + step))
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm, 1 - d)
-    for be, bm in zip(ema.buffers(), model.buffers()):
-        be.copy_(bm)
+def lr_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int = 0):
+    """torch's schedulers for linear warm-up (``LinearLR``, ``lr * (s + 1) / warmup``) then cosine decay
+    (``CosineAnnealingLR`` to ``final_lr_fraction * lr`` at ``cfg.steps``), advanced to ``step``.  Built fresh
+    from ``cfg`` on every (re)start, so a resume that changes ``--steps`` follows the new length."""
+    import warnings
+
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+    cosine = CosineAnnealingLR(opt, T_max=max(1, cfg.steps - cfg.warmup), eta_min=cfg.final_lr_fraction * cfg.lr)
+    sched = cosine
+    if cfg.warmup >= 1:
+        warm = LinearLR(opt, start_factor=1 / cfg.warmup, end_factor=1.0, total_iters=max(1, cfg.warmup - 1))
+        sched = SequentialLR(opt, [warm, cosine], milestones=[cfg.warmup])
+    with warnings.catch_warnings():  # SequentialLR passes an epoch to the next scheduler at a milestone
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(step):
+            sched.step()
+    return sched
+
+
+def step_scheduler(sched) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        sched.step()
+
+
+def make_ema(model: torch.nn.Module, cfg: TrainConfig, optimization_step: int = 0):
+    """``diffusers.training_utils.EMAModel`` of ``model``'s parameters: decay ``min(ema_decay, (1 + s) / (10 + s))``
+    at its update number ``s + 1`` (s >= 1), the first update a copy.  The shipped weights were trained with the
+    previous hand-written EMA, identical except that its first update used 0.1 instead of 0 (after 6000 steps that
+    update weighs ~1e-28 in the average); checkpoints of either form resume."""
+    from diffusers.training_utils import EMAModel
+
+    ema = EMAModel(model.parameters(), decay=cfg.ema_decay, min_decay=0.0, update_after_step=0,
+                   use_ema_warmup=False)
+    ema.optimization_step = optimization_step
+    return ema
 
 
 def stage_classifier(out: Path, cfg: TrainConfig, progress: bool) -> tuple[DigitClassifier, float, float | None]:
@@ -106,10 +134,11 @@ def stage_classifier(out: Path, cfg: TrainConfig, progress: bool) -> tuple[Digit
         t0 = time.perf_counter()
         model = train_classifier(x_tr, y_tr, epochs=cfg.classifier_epochs, seed=cfg.seed, progress=progress)
         elapsed = time.perf_counter() - t0
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-        os.replace(tmp, path)
-        info_path.write_text(json.dumps({"elapsed_s": elapsed, "epochs": cfg.classifier_epochs}) + "\n")
+        from flexiffusion.io import atomic_write, atomic_write_json
+
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        atomic_write(path, lambda tmp: save_file(state, str(tmp)))
+        atomic_write_json(info_path, {"elapsed_s": elapsed, "epochs": cfg.classifier_epochs})
     return model, accuracy(model, x_he, y_he), elapsed
 
 
@@ -137,20 +166,28 @@ def stage_diffusion(out: Path, cfg: TrainConfig, progress: bool) -> tuple[torch.
     x_tr, y_tr = embedded_data.load_split("train")
     torch.manual_seed(cfg.seed)  # decides the initial weights
     model = build_unet()
-    ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # batches, timesteps, noise, label dropout
     step, elapsed, losses = 0, 0.0, []
     ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
+    if ckpt is not None:
         _check_resumable(ckpt_path, ckpt.get("config", {}), cfg)
+        step = ckpt["step"]
+    sched = lr_scheduler(opt, cfg, step)  # before the optimizer state: the schedulers start from the base lr
+    ema = make_ema(model, cfg)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
-        ema.load_state_dict(ckpt["ema"])
         opt.load_state_dict(ckpt["optimizer"])
+        if "shadow_params" in ckpt["ema"]:  # EMAModel's state
+            ema.load_state_dict(ckpt["ema"])
+        else:  # a checkpoint of the hand-written EMA: the averaged module's state dict
+            averaged = copy.deepcopy(model)
+            averaged.load_state_dict(ckpt["ema"])
+            ema = make_ema(averaged, cfg, optimization_step=step)
         gen.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
-        step, elapsed, losses = ckpt["step"], ckpt["elapsed_s"], ckpt.get("losses", [])
+        elapsed, losses = ckpt["elapsed_s"], ckpt.get("losses", [])
 
     def save_checkpoint() -> None:
         _atomic_torch_save(
@@ -175,27 +212,29 @@ def stage_diffusion(out: Path, cfg: TrainConfig, progress: bool) -> tuple[torch.
         noise = torch.randn(x0.shape, generator=gen)
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+        lr = opt.param_groups[0]["lr"]
         loss = F.mse_loss(model(xt, t, class_labels=labels).sample, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        ema_update(ema, model, step, cfg.ema_decay)
+        step_scheduler(sched)
+        ema.step(model.parameters())
         step += 1
         elapsed += time.perf_counter() - t0
         running = loss.item() if running is None else 0.99 * running + 0.01 * loss.item()
         if step % 50 == 0:
             losses.append((step, running))
-        bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr_at(step - 1, cfg):.1e}")
+        bar.set_postfix(loss=f"{running:.4f}", lr=f"{lr:.1e}")
         bar.update(1)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             save_checkpoint()
     bar.close()
     if not ckpt_path.exists():  # steps already reached with no checkpoint (steps=0): keep the layout uniform
         save_checkpoint()
-    return ema.eval(), dict(step=step, elapsed_s=elapsed, final_loss=running, losses=losses)
+    averaged = copy.deepcopy(model).requires_grad_(False)
+    ema.copy_to(averaged.parameters())
+    return averaged.eval(), dict(step=step, elapsed_s=elapsed, final_loss=running, losses=losses)
 
 
 def write_weights(out: Path, unet: torch.nn.Module, classifier_path: Path, manifest: dict) -> Path:
@@ -240,13 +279,18 @@ def install_weights(src: Path, dst: Path = PACKAGE_WEIGHTS) -> Path:
 
 @torch.enable_grad()  # training must not depend on the caller's grad mode
 def train(out: Path, cfg: TrainConfig, command: str, threads: int | None = None, progress: bool = True) -> Path:
-    """The whole embedded training: classifier, diffusion model, final artefacts with manifest. Returns weights dir."""
+    """The whole embedded training: classifier, diffusion model, final artefacts with manifest. Returns weights dir.
+    ``threads``: torch's thread count for the run (restored afterwards)."""
+    from flexiffusion.threads import num_threads
+
+    with num_threads(threads or None):
+        return _train(Path(out), cfg, command, progress)
+
+
+def _train(out: Path, cfg: TrainConfig, command: str, progress: bool) -> Path:
     import diffusers
     import sklearn
 
-    if threads:
-        torch.set_num_threads(threads)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     classifier, heldout_acc, classifier_s = stage_classifier(out, cfg, progress)

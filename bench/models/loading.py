@@ -161,12 +161,12 @@ def load_sd(path: str | None = None) -> ModelBundle:
 @register_loader("embedded")
 def load_embedded_bundle(path: str | None = None) -> ModelBundle:
     """The shipped 16x16 digits model (class-conditional with a null class), sha256-verified — see bench/embedded."""
-    from bench.embedded.loader import load_embedded
+    from bench.embedded.loader import load_embedded, unet_weights_digest
 
     emb = load_embedded(verify=True)
     unet = emb.unet
     n = unet.config.num_class_embeds
-    digest = next((d for f, d in sorted(emb.manifest["files"].items()) if f.startswith("unet")), "unknown")
+    digest = unet_weights_digest(emb.manifest)  # sha256 of the safetensors, verified against the file on load
     return ModelBundle("embedded", unet, dict(emb.scheduler_config),
                        (unet.config.in_channels,) + (unet.config.sample_size,) * 2, conditioning="class",
                        num_classes=n - 1, null_class=n - 1, weights_id=f"embedded:{digest[:16]}",

@@ -3,7 +3,7 @@ class consistency, pixel MSE and Kendall's tau; all in one registry (:mod:`bench
 
 Heavy libraries (torch-fidelity, open_clip, scipy) are imported on first use, not here.
 """
-from .cache import Cache, cache_dir
+from bench.cache import Cache, cache_dir
 from .class_consistency import class_consistency
 from .clip_score import ClipScorer, clip_score
 from .extractors import DEFAULT_EXTRACTOR, Extractor, available_extractors

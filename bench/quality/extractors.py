@@ -15,9 +15,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from bench.cache import cache_dir, module_fingerprint
 from flexiffusion.errors import UserError
-
-from .cache import cache_dir, module_fingerprint
 
 DEFAULT_EXTRACTOR = "digits-cnn"
 INCEPTION_WEIGHTS = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")

@@ -12,7 +12,8 @@ import warnings
 import numpy as np
 import torch
 
-from .cache import Cache
+from bench.cache import Cache
+
 from .extractors import Extractor
 from .images import ImageSet
 

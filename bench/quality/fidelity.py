@@ -7,9 +7,9 @@ real manifold?").  The result is one flat dict, e.g. ``{"fid": 12.3, "n_images":
 """
 from __future__ import annotations
 
+from bench.cache import Cache
 from flexiffusion.errors import UserError
 
-from .cache import Cache
 from .extractors import DEFAULT_EXTRACTOR, Extractor
 from .features import FeatureSet
 from .images import ImageSet, as_images, check_same_kind, require_count

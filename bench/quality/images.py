@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from bench.cache import tensor_hash
 from flexiffusion.errors import UserError
 
-from .cache import tensor_hash
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CHANNELS = (1, 3)

@@ -1,22 +1,24 @@
 """Relative FID (rFID) of Flexiffusion, Sec. 4.3: FID between a candidate's images and the teacher's.
 
-The teacher is the unaccelerated model on the same base grid (the all-full plan).  It generates its images once
-per :class:`TeacherSpec` key (model, weights, scheduler, grid length, seeds, guidance); images, features and FID
-statistics are cached on disk.  Image ``i`` of teacher and candidate comes from the same seed, so the image
-generator (``plan -> uint8 NCHW images``) must close over the seeds of the spec; the real one is
-``lambda plan: bench.generate.generate_images(bundle, plan, seeds, scheduler, batch_size)``.
+The teacher is the unaccelerated model on the same base grid (the all-full plan, or a custom teacher plan).  It
+generates its images once per :class:`TeacherSpec` key (model, every weight, scheduler name and full config, grid
+length, teacher plan, seeds, guidance, condition, device, dtype, sample shape); images, features and FID statistics
+are cached on disk.  Image ``i`` of teacher and candidate comes from the same seed, so the image generator
+(``plan -> uint8 NCHW images``) must close over the seeds of the spec; the real one, on a model bundle, is built by
+:func:`bench.evaluation.relative_fid` (this module does not import the generator: quality and generation are
+siblings).
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 import torch
 
+from bench.cache import Cache, module_fingerprint, stable_hash
 from flexiffusion.errors import UserError
 
-from .cache import Cache, module_fingerprint, stable_hash
 from .extractors import DEFAULT_EXTRACTOR, Extractor
 from .features import FeatureSet
 from .fidelity import MIN_IMAGES, fid_from_statistics
@@ -24,9 +26,18 @@ from .images import ImageSet, as_images, check_same_kind
 from .pixel import mse
 
 
+DEFAULT_PLAN = "all-full"  # TeacherSpec.plan of the default teacher: every step of the base grid a full step
+
+
 @dataclass(frozen=True)
 class TeacherSpec:
-    """What the teacher's images depend on; its hash keys the cache.  ``n_images`` is ``len(seeds)``."""
+    """Everything the teacher's images depend on; :meth:`key` (all fields) keys the cache.
+
+    ``weights_hash`` covers every module that produces the images (U-Net, text encoder, decoder / VAE);
+    ``scheduler_config`` is the bundle's full scheduler config (e.g. ``timestep_spacing``); ``plan`` is the digest of
+    a custom teacher plan (``DEFAULT_PLAN``: all full steps); ``extra`` holds the condition (prompt and label
+    hashes, conditioning kind).  ``n_images`` is ``len(seeds)``.  :meth:`of_bundle` fills it from a bundle.
+    """
 
     model_id: str
     weights_hash: str
@@ -35,13 +46,34 @@ class TeacherSpec:
     seeds: tuple[int, ...]
     guidance: float | None = None
     extra: dict = field(default_factory=dict)  # anything else the images depend on (prompts, class labels, ...)
+    scheduler_config: dict = field(default_factory=dict)
+    plan: str = DEFAULT_PLAN
+    device: str = "cpu"
+    dtype: str = "torch.float32"
+    sample_shape: tuple[int, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        object.__setattr__(self, "sample_shape", tuple(int(s) for s in self.sample_shape))
+        if not isinstance(self.scheduler, str):
+            raise UserError("rFID teacher: the scheduler must be a registry name (a factory cannot key the cache)")
         if len(set(self.seeds)) != len(self.seeds):
             raise UserError("rFID teacher: seeds must be distinct (one seed per image)")
         if len(self.seeds) < MIN_IMAGES["fid"]:
             raise UserError(f"rFID needs at least {MIN_IMAGES['fid']} images (seeds); got {len(self.seeds)}")
+
+    @classmethod
+    def of_bundle(cls, bundle, seeds, grid_length: int, *, scheduler: str = "ddim", guidance_scale=None,
+                  prompts=None, labels=None, plan=None) -> "TeacherSpec":
+        """The spec of the teacher of a :class:`bench.models.ModelBundle` sampled by ``bench.generate``."""
+        extra = {"prompts": stable_hash(list(prompts)) if prompts is not None else None,
+                 "labels": stable_hash([int(l) for l in labels]) if labels is not None else None,
+                 "conditioning": bundle.conditioning}
+        param = next(bundle.unet.parameters())
+        return cls(bundle.name, weights_fingerprint(bundle), scheduler, int(grid_length), tuple(seeds),
+                   guidance_scale, extra, scheduler_config=dict(bundle.scheduler_config),
+                   plan=DEFAULT_PLAN if plan is None else plan.digest(), device=str(param.device),
+                   dtype=str(param.dtype), sample_shape=tuple(bundle.sample_shape))
 
     @property
     def n_images(self) -> int:
@@ -50,12 +82,29 @@ class TeacherSpec:
     def key(self) -> dict:
         d = asdict(self)
         d["seeds"] = stable_hash(list(self.seeds))  # the key stays short; the hash covers order and values
+        d["scheduler_config"] = stable_hash(self.scheduler_config)
         d["n_images"] = self.n_images
         return d
 
     @property
     def label(self) -> str:
         return f"teacher-{self.model_id}-{self.scheduler}{self.grid_length}-{self.n_images}"
+
+
+FULL_HASH_MAX_PARAMS = 50_000_000  # up to this size a module's every value is hashed; above, a sample per tensor
+
+
+def weights_fingerprint(bundle) -> str:
+    """``weights_id`` plus a hash of the state of every module that makes the images: the U-Net and the bundle's
+    other modules (``extras["modules"]``: text encoder, VAE / VQ decoder).  Modules up to ``FULL_HASH_MAX_PARAMS``
+    parameters are hashed value by value; bigger ones by the first and last 4096 values of each tensor (hashing
+    every byte of SD's 1 B parameters would cost seconds per run)."""
+    parts = []
+    for module in [bundle.unet, *bundle.extras.get("modules", [])]:
+        n = sum(p.numel() for p in module.parameters())
+        sample = None if n <= FULL_HASH_MAX_PARAMS else 4096
+        parts.append(f"{type(module).__name__}:{module_fingerprint(module, sample=sample)}")
+    return f"{bundle.weights_id}:{stable_hash(parts)}"
 
 
 def teacher_plan(grid_length: int):
@@ -77,32 +126,20 @@ class RelativeFID:
         self.layer = self.extractor.layer_for("fid")
         if self.layer is None:
             raise UserError(f"feature extractor {self.extractor.name!r} provides no FID layer")
+        if plan is not None:  # a custom teacher plan is another teacher: its digest goes into the key
+            if len(plan) != teacher.grid_length:
+                raise UserError(f"rFID: the teacher plan has {len(plan)} steps, the base grid {teacher.grid_length}")
+            if teacher.plan not in (DEFAULT_PLAN, plan.digest()):
+                raise UserError("rFID: the spec names another teacher plan than the one given")
+            self.teacher = replace(teacher, plan=plan.digest())
+        elif teacher.plan != DEFAULT_PLAN:
+            raise UserError("rFID: the spec names a custom teacher plan; pass that plan (plan=...)")
         self.plan = plan
         self.batch_size, self.value_range = batch_size, value_range
         self.store = Cache(cache_dir, enabled=cache)
         self._teacher_images: ImageSet | None = None
         self._teacher_features: FeatureSet | None = None
         self.timings: dict[str, float] = {}  # seconds of the stages of the last __call__
-
-    @classmethod
-    def for_bundle(cls, bundle, seeds, grid_length: int, *, scheduler: str = "ddim", guidance_scale=None,
-                   prompts=None, labels=None, gen_batch_size: int = 64, progress: bool = False, **kwargs):
-        """rFID of plans on a :class:`bench.models.ModelBundle`, sampled by ``bench.generate.generate_images``."""
-        from bench.generate import generate_images
-
-        seeds = tuple(int(s) for s in seeds)
-        extra = {"prompts": stable_hash(list(prompts)) if prompts is not None else None,
-                 "labels": stable_hash([int(l) for l in labels]) if labels is not None else None}
-        weights = f"{bundle.weights_id}:{module_fingerprint(bundle.unet, sample=4096)}"
-        spec = TeacherSpec(bundle.name, weights, scheduler, int(grid_length), seeds, guidance_scale, extra)
-
-        def generate(plan):
-            if len(plan) != grid_length:
-                raise UserError(f"rFID: the plan has {len(plan)} steps, the teacher's base grid {grid_length}")
-            return generate_images(bundle, plan, seeds, scheduler=scheduler, guidance_scale=guidance_scale,
-                                   prompts=prompts, labels=labels, batch_size=gen_batch_size, progress=progress)
-
-        return cls(generate, spec, **kwargs)
 
     @property
     def n_images(self) -> int:

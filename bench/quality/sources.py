@@ -15,13 +15,17 @@ from flexiffusion.errors import UserError
 from .images import ImageSet, as_images
 
 
+def digits_uint8(split: str = "all") -> torch.Tensor:
+    """The embedded data set's real digits of ``split`` ("train", "heldout", "all") as uint8 NCHW images."""
+    from bench.embedded.data import load_split
+
+    from .images import float_to_uint8
+
+    return float_to_uint8(load_split(split)[0], (-1.0, 1.0), f"digits-{split}")
+
+
 def _digits(split: str) -> Callable[[], torch.Tensor]:
-    def load() -> torch.Tensor:
-        from bench.embedded.data import load_split_uint8
-
-        return load_split_uint8(split)[0]
-
-    return load
+    return lambda: digits_uint8(split)
 
 
 SOURCES: dict[str, Callable[[], torch.Tensor]] = {

@@ -82,6 +82,6 @@ def _train_command_line(args: argparse.Namespace) -> str:
 
 
 def run_gates(args: argparse.Namespace) -> int:
-    from bench.embedded.gates import run_gates as _run
+    from bench.commands.embedded_gates import run_gates as _run
 
     return _run(args)

@@ -1,5 +1,6 @@
-"""Quality gates of the embedded model, measured with the project's sampler (100-step DDIM, eta 0) and the
-digits-cnn extractor, and recorded in the weights' ``manifest.json``.
+"""``flexbench embedded-gates``: quality gates of the embedded model, measured with the project's sampler (100-step
+DDIM, eta 0) and metrics (:func:`bench.quality.fidelity` with the digits-cnn extractor), recorded in the weights'
+``manifest.json``.
 
 Gates (``n`` samples, per-sample seeds ``seed .. seed + n - 1``; the same seeds serve both sample sets):
 
@@ -7,12 +8,12 @@ Gates (``n`` samples, per-sample seeds ``seed .. seed + n - 1``; the same seeds 
   random split of the real digits (``torch.randperm(1797, generator=seed 0)``: 898 / 899);
   every class holds 5-15% of the samples (as classified); >= 85% of samples classified with confidence >= 0.9;
 * class-conditional with classifier-free guidance (sample i asks for digit ``i % 10``): >= 95% classified as asked.
+
+Samples stay floats in [-1, 1] until a metric converts them (one conversion: :func:`bench.quality.images.as_images`).
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from pathlib import Path
 
@@ -20,6 +21,8 @@ import torch
 
 GATES = dict(fid_ratio_max=3.0, class_fraction_min=0.05, class_fraction_max=0.15, confident_fraction_min=0.85,
              confidence_threshold=0.9, cfg_accuracy_min=0.95)
+SAMPLE_RANGE = (-1.0, 1.0)  # value range of the samples handed to the metrics
+METRIC_BATCH = 250
 
 
 @torch.no_grad()
@@ -37,66 +40,60 @@ def sample_digits(unet, scheduler_config: dict, seeds: list[int], labels: torch.
                          null_class=null_class)
     latents = generate_latents(bundle, Plan.full(steps, name="teacher"), seeds, labels=labels,
                                guidance_scale=guidance_scale, batch_size=batch_size, progress=progress)
-    return latents.clamp(-1, 1)
-
-
-def fidelity(images_a: torch.Tensor, images_b: torch.Tensor, isc: bool = False,
-             classifier_path: Path | None = None) -> dict:
-    """FID / KID / precision-recall (and IS of ``images_a``) with digits-cnn on uint8 NCHW tensors."""
-    import torch_fidelity
-
-    from bench.embedded.data import Uint8Images
-    from bench.embedded.extractor import ensure_registered
-
-    name = ensure_registered()
-    subset = min(1000, len(images_a), len(images_b))
-    m = torch_fidelity.calculate_metrics(
-        input1=Uint8Images(images_a), input2=Uint8Images(images_b), feature_extractor=name, fid=True, kid=True,
-        prc=True, isc=isc, cuda=False, save_cpu_ram=True, verbose=False, kid_subset_size=subset,
-        batch_size=250, feature_extractor_weights_path=None if classifier_path is None else str(classifier_path),
-    )
-    return {k: float(v) for k, v in m.items()}
+    return latents.clamp(*SAMPLE_RANGE)
 
 
 def real_halves(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The two halves (898 / 899) of a random split of all real digits, uint8."""
-    from bench.embedded.data import load_split_uint8
+    from bench.quality.sources import digits_uint8
 
-    real, _ = load_split_uint8("all")
+    real = digits_uint8("all")
     perm = torch.randperm(real.shape[0], generator=torch.Generator().manual_seed(seed))
     h = real.shape[0] // 2
     return real[perm[:h]], real[perm[h:]]
 
 
-def real_halves_fid(seed: int = 0, classifier_path: Path | None = None) -> dict:
-    a, b = real_halves(seed)
-    return fidelity(a, b, classifier_path=classifier_path)
+def check_gates(fid_ratio: float, class_fractions, confident_fraction: float, cfg_accuracy: float,
+                gates: dict = GATES) -> dict[str, bool]:
+    """Which gate each figure passes (thresholds inclusive)."""
+    fractions = torch.as_tensor(class_fractions, dtype=torch.float64)
+    return dict(
+        fid=bool(fid_ratio <= gates["fid_ratio_max"]),
+        class_balance=bool(((fractions >= gates["class_fraction_min"])
+                            & (fractions <= gates["class_fraction_max"])).all()),
+        confidence=bool(confident_fraction >= gates["confident_fraction_min"]),
+        cfg_accuracy=bool(cfg_accuracy >= gates["cfg_accuracy_min"]),
+    )
 
 
 def grid_png(uncond: torch.Tensor, cond: torch.Tensor, path: Path, scale: int = 4) -> None:
-    """Two 10x10 grids side by side: unconditional samples | CFG samples (row r = digit r)."""
-    from PIL import Image
+    """Two 10x10 grids side by side (torchvision ``make_grid``/``save_image``, 1-pixel grey frames between digits):
+    unconditional samples | CFG samples (row r = digit r).  Inputs: 100 images each, uint8 or floats in [-1, 1]."""
+    from torchvision.utils import make_grid, save_image
 
-    def grid(x):  # x: (100,1,H,W) uint8; a 1-pixel grey frame keeps touching digits apart
-        x = torch.nn.functional.pad(x[:, 0], (1, 1, 1, 1), value=96)
-        n, h, w = x.shape
-        g = x.reshape(10, 10, h, w).permute(0, 2, 1, 3).reshape(10 * h, 10 * w)
-        return g.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
+    from bench.quality.images import as_images
+    from flexiffusion.io import atomic_path
+
+    def grid(x):
+        x = as_images(x, "grid", SAMPLE_RANGE).tensor()[:100].float() / 255.0
+        return make_grid(x, nrow=10, padding=1, pad_value=96 / 255)[:1]
 
     a, b = grid(uncond), grid(cond)
-    gap = torch.full((a.shape[0], 4 * scale), 128, dtype=torch.uint8)
-    img = torch.cat([a, gap, b], dim=1).numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    Image.fromarray(img, mode="L").save(tmp)
-    os.replace(tmp, path)
+    gap = torch.full((1, a.shape[1], 4), 128 / 255)
+    img = torch.cat([a, gap, b], dim=2).repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    with atomic_path(path, suffix=".png") as tmp:
+        save_image(img, tmp, format="png")
 
 
 def measure(n: int = 1000, steps: int = 100, guidance_scale: float = 3.0, seed: int = 0, batch_size: int = 250,
-            weights_dir: Path | None = None, grid: Path | None = None, progress: bool = True) -> dict:
+            weights_dir: Path | None = None, grid: Path | None = None, progress: bool = True,
+            cache_dir=None) -> dict:
     from bench.embedded.classifier import predict
-    from bench.embedded.data import NUM_CLASSES, load_split_uint8, to_uint8
+    from bench.embedded.data import NUM_CLASSES
+    from bench.embedded.extractor import NAME
     from bench.embedded.loader import load_embedded
+    from bench.quality import Extractor, fidelity
+    from bench.quality.sources import digits_uint8
 
     model = load_embedded(verify=True, weights_dir=weights_dir)
     seeds = list(range(seed, seed + n))
@@ -116,43 +113,41 @@ def measure(n: int = 1000, steps: int = 100, guidance_scale: float = 3.0, seed: 
     pred_c, _ = predict(model.classifier, cond)
     cfg_acc = (pred_c == asked).float().mean().item()
 
-    real, _ = load_split_uint8("all")
-    cpath = model.path / "classifier.safetensors"
-    m_uncond = fidelity(to_uint8(uncond), real, isc=True, classifier_path=cpath)
-    m_cond = fidelity(to_uint8(cond), real, isc=True, classifier_path=cpath)
-    m_real = real_halves_fid(0, cpath)
-    fid_ratio = m_uncond["frechet_inception_distance"] / m_real["frechet_inception_distance"]
+    extractor = Extractor(NAME, model.path / "classifier.safetensors", cuda=False)
+
+    def metrics(images, reference, which=("fid", "kid", "prc"), source=None):
+        return fidelity(images, reference, which, extractor=extractor, reference_source=source,
+                        batch_size=METRIC_BATCH, cache_dir=cache_dir, value_range=SAMPLE_RANGE)
+
+    real = digits_uint8("all")
+    half_a, half_b = real_halves(0)
+    m_uncond = metrics(uncond, real, ("fid", "kid", "prc", "isc"), source="digits-all")
+    m_cond = metrics(cond, real, ("fid", "isc"), source="digits-all")
+    m_real = metrics(half_a, half_b)
+    fid_ratio = m_uncond["fid"] / m_real["fid"]
     # FID is biased upwards by small sample sizes, so the gate's two FIDs (1000 vs 1797 images; 898 vs 899) are not
     # measured alike: also compare at equal sizes, samples[:899] and real half A each against real half B
-    half_a, half_b = real_halves(0)
-    m_matched = fidelity(to_uint8(uncond[:half_b.shape[0]]), half_b, classifier_path=cpath)
-    m_matched_real = fidelity(half_a, half_b, classifier_path=cpath)
-    passed = dict(
-        fid=fid_ratio <= GATES["fid_ratio_max"],
-        class_balance=bool(((fractions >= GATES["class_fraction_min"]) & (fractions <= GATES["class_fraction_max"])).all()),
-        confidence=confident >= GATES["confident_fraction_min"],
-        cfg_accuracy=cfg_acc >= GATES["cfg_accuracy_min"],
-    )
+    m_matched = metrics(uncond[:half_b.shape[0]], half_b, ("fid",))
+    passed = check_gates(fid_ratio, fractions.tolist(), confident, cfg_acc)
     if grid is not None:
         order = torch.argsort(asked[:100], stable=True)  # rows: digit 0..9
-        grid_png(to_uint8(uncond[:100]), to_uint8(cond[:100][order]), Path(grid))
+        grid_png(uncond[:100], cond[:100][order], Path(grid))
     return dict(
         protocol=dict(n=n, ddim_steps=steps, eta=0.0, seeds=f"{seed}-{seed + n - 1}", guidance_scale=guidance_scale,
-                      sampler="flexiffusion.sampler.sample, Plan.full, make_scheduler('ddim')",
-                      reference="all 1797 real digits (uint8 16x16)", extractor="digits-cnn"),
+                      sampler="bench.generate.generate_latents, Plan.full, make_scheduler('ddim')",
+                      metrics="bench.quality.fidelity (torch-fidelity formulas), batch 250",
+                      reference="all 1797 real digits (uint8 16x16)", extractor=NAME),
         gates=GATES,
-        uncond=dict(fid=m_uncond["frechet_inception_distance"], kid=m_uncond["kernel_inception_distance_mean"],
-                    precision=m_uncond["precision"], recall=m_uncond["recall"],
-                    isc=m_uncond["inception_score_mean"], class_fractions=[round(v, 4) for v in fractions.tolist()],
+        uncond=dict(fid=m_uncond["fid"], kid=m_uncond["kid_mean"], precision=m_uncond["precision"],
+                    recall=m_uncond["recall"], isc=m_uncond["isc_mean"],
+                    class_fractions=[round(v, 4) for v in fractions.tolist()],
                     confident_fraction=confident, sampling_s=round(t_uncond, 1)),
-        real_halves=dict(fid=m_real["frechet_inception_distance"], kid=m_real["kernel_inception_distance_mean"],
-                         precision=m_real["precision"], recall=m_real["recall"]),
+        real_halves=dict(fid=m_real["fid"], kid=m_real["kid_mean"], precision=m_real["precision"],
+                         recall=m_real["recall"]),
         fid_ratio=fid_ratio,
-        matched_size=dict(n=int(half_b.shape[0]), fid_samples_vs_half_b=m_matched["frechet_inception_distance"],
-                          fid_half_a_vs_half_b=m_matched_real["frechet_inception_distance"],
-                          ratio=m_matched["frechet_inception_distance"] / m_matched_real["frechet_inception_distance"]),
-        cfg=dict(accuracy=cfg_acc, fid=m_cond["frechet_inception_distance"], isc=m_cond["inception_score_mean"],
-                 sampling_s=round(t_cond, 1)),
+        matched_size=dict(n=int(half_b.shape[0]), fid_samples_vs_half_b=m_matched["fid"],
+                          fid_half_a_vs_half_b=m_real["fid"], ratio=m_matched["fid"] / m_real["fid"]),
+        cfg=dict(accuracy=cfg_acc, fid=m_cond["fid"], isc=m_cond["isc_mean"], sampling_s=round(t_cond, 1)),
         passed=passed,
         all_passed=all(passed.values()),
         threads=torch.get_num_threads(),
@@ -162,15 +157,12 @@ def measure(n: int = 1000, steps: int = 100, guidance_scale: float = 3.0, seed: 
 def record(result: dict, weights_dir: Path | None = None) -> Path:
     """Write ``result`` as the manifest's ``quality`` entry (atomically; weight files and their hashes untouched)."""
     from bench.embedded.loader import WEIGHTS_DIR, read_manifest
+    from flexiffusion.io import atomic_write_json
 
     weights_dir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     manifest = read_manifest(weights_dir)
     manifest["quality"] = result
-    path = weights_dir / "manifest.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(weights_dir / "manifest.json", manifest, sort_keys=False)
 
 
 def format_report(r: dict) -> str:
@@ -199,12 +191,14 @@ def format_report(r: dict) -> str:
 
 def run_gates(args: argparse.Namespace) -> int:
     from flexiffusion.errors import UserError
+    from flexiffusion.threads import num_threads
 
     if args.n < 100 or args.steps < 1 or args.batch_size < 1 or args.threads < 1:
         raise UserError("embedded-gates needs --n >= 100 (the grid shows 100 samples), --steps >= 1, "
                         "--batch-size >= 1, --threads >= 1")
-    torch.set_num_threads(args.threads)
-    result = measure(args.n, args.steps, args.guidance_scale, args.seed, args.batch_size, args.weights, args.grid)
+    with num_threads(args.threads):
+        result = measure(args.n, args.steps, args.guidance_scale, args.seed, args.batch_size, args.weights,
+                         args.grid)
     print(format_report(result))
     if args.grid is not None:
         print(f"sample grid: {args.grid}")
