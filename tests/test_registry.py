@@ -102,7 +102,7 @@ def test_deepcache_on_dpm_solver_3_table6():
     ({"method": "deepcache", "tome": {"ratio": 0.5}}, "UNet2DModel"),
     ({"method": "autodiffusion", "config": {"k": 4, "budget_layers": 80}}, "below what any candidate can reach"),
     ({"method": "deepcache-plus", "config": {"steps": 10, "interval": 2, "center": 5}}, "no pow in"),
-    ({"method": "deepcache-plus", "config": {"form": "uniform"}}, "'+' form 'uniform'"),
+    ({"method": "deepcache-plus", "config": {"form": "uniform"}}, r"'\+' form 'uniform'"),
     ({"method": "deepcache", "config": {"scheduler": "euler"}}, "unknown scheduler 'euler'"),
 ])
 def test_validation_against_the_model(bundle, data, match):
