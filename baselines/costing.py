@@ -71,6 +71,21 @@ def cost_models(bundle, guided: bool = False, tome: ToMeConfig | None = None, br
     return models
 
 
+_BUNDLE_COSTS: dict = {}
+
+
+def bundle_cost_models(bundle, tome: ToMeConfig | None = None, guided: bool = False) -> dict:
+    """:func:`cost_models` of every branch, counted once per process for a model (name, weights, architecture,
+    sample shape), ToMe setting and guidance: the counts depend on shapes, not on the weights' values."""
+    import json
+
+    arch = json.dumps(dict(getattr(bundle.unet, "config", {})), sort_keys=True, default=str)
+    key = (bundle.name, bundle.weights_id, arch, tuple(bundle.sample_shape), bundle.conditioning, tome, guided)
+    if key not in _BUNDLE_COSTS:
+        _BUNDLE_COSTS[key] = cost_models(bundle, guided, tome)
+    return _BUNDLE_COSTS[key]
+
+
 def module_counts(unet, inputs, names) -> dict[str, tuple[int, int]]:
     """(paper, complete) MACs of each named module in one full forward (fvcore ``by_module``)."""
     with warnings.catch_warnings():

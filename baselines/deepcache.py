@@ -32,6 +32,8 @@ from flexiffusion.schedule import Plan, Step
 
 PAPER_INTERVALS = {"A": 2, "B": 5, "C": 10, "D": 20}
 FORMS = ("uniform", "sd", "ldm")
+PLUS_FORMS = FORMS[1:]
+DEFAULT_POW = {"sd": 1.4, "ldm": 1.5}
 POW_STEP = 0.02  # the original's search step
 
 
@@ -109,36 +111,68 @@ def quad_full_steps(total: int, n_full: int, pow: float = 1.5) -> list[int]:
 
 @dataclass(frozen=True)
 class DeepCacheConfig:
-    """One DeepCache setting: ``form`` uniform / sd ("+", quad around center) / ldm ("+", quad from 0)."""
+    """One DeepCache setting: ``form`` uniform / sd ("+", quad around center) / ldm ("+", quad from 0), on the
+    grid of ``scheduler`` at ``steps`` inference steps (a flexiffusion.schedulers name; PLMS's grid has one more
+    timestep than its steps, and the plan covers the whole grid)."""
 
     steps: int = 100
     interval: int = 5
     branch: int = 1
     form: str = "uniform"
     center: int = 15          # sd form only
-    pow: float = 1.4          # sd form: start of the search; ldm form: the exponent (DeepCache's default 1.5)
+    pow: float | None = None  # sd form: start of the search (default 1.4); ldm form: the exponent (default 1.5)
+    scheduler: str = "ddim"
+
+    @property
+    def power(self) -> float:
+        """``pow``, or the published default of the form (SD pipeline 1.4, LDM code 1.5)."""
+        return self.pow if self.pow is not None else DEFAULT_POW.get(self.form, 1.4)
+
+    @property
+    def grid(self) -> int:
+        from flexiffusion.schedulers import SCHEDULERS, grid_length
+
+        if self.scheduler not in SCHEDULERS:
+            raise UserError(f"unknown scheduler {self.scheduler!r}: choose one of {', '.join(sorted(SCHEDULERS))}")
+        return grid_length(self.scheduler, self.steps)
 
     def plan(self) -> Plan:
         _check(self.steps, self.interval, self.branch)
         if self.form not in FORMS:
             raise UserError(f"unknown DeepCache form {self.form!r}: choose one of {', '.join(FORMS)}")
+        total = self.grid
         if self.form == "uniform" or self.interval == 1:  # interval 1: every step full (as the original)
-            return uniform_plan(self.steps, self.interval, self.branch, self.name)
-        n = num_full_steps(self.steps, self.interval)
+            return uniform_plan(total, self.interval, self.branch, self.name)
+        n = num_full_steps(total, self.interval)
         if self.form == "sd":
-            full, _ = quad_center_full_steps(self.steps, n, self.center, self.pow)
+            full, _ = quad_center_full_steps(total, n, self.center, self.power)
         else:
-            full = quad_full_steps(self.steps, n, self.pow)
-        return plan_from_full_steps(self.steps, full, self.branch, self.name)
+            full = quad_full_steps(total, n, self.power)
+        return plan_from_full_steps(total, full, self.branch, self.name)
 
     @property
     def name(self) -> str:
         base = f"deepcache-N{self.interval}-b{self.branch}"
+        if self.scheduler != "ddim":
+            base = f"{base}-{self.scheduler}-{self.steps}"
         if self.form == "sd":
-            return f"{base}+c{self.center}p{self.pow:g}"
+            return f"{base}+c{self.center}p{self.power:g}"
         if self.form == "ldm":
-            return f"{base}+p{self.pow:g}"
+            return f"{base}+p{self.power:g}"
         return base
+
+
+@dataclass(frozen=True)
+class DeepCachePlusConfig(DeepCacheConfig):
+    """DeepCache "+": a non-uniform form, ``sd`` (default) or ``ldm``."""
+
+    form: str = "sd"
+
+    def plan(self) -> Plan:
+        if self.form not in PLUS_FORMS:
+            raise UserError(f"DeepCache '+' form {self.form!r}: choose one of {', '.join(PLUS_FORMS)} (or the "
+                            "'deepcache' method for the uniform schedule)")
+        return super().plan()
 
 
 def paper_setting(letter: str, steps: int, branch: int, plus: str | None = None, **kw) -> DeepCacheConfig:

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "bench.quality.commands",
     "bench.commands.search",
     "bench.commands.search_bench",
+    "bench.commands.run",
 ]
 
 

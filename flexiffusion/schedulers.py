@@ -1,6 +1,9 @@
-"""Registry of diffusers schedulers that the sampler loop runs: DDIM, PLMS (PNDM with skip_prk_steps),
-DPM-Solver multistep of orders 1-3 (Lu et al. 2022) and DPM-Solver single-step of orders 1-3, also with a
-per-segment order list (Flexiffusion's DPM-Solver search space, appendix E.2)."""
+"""Registry of diffusers schedulers that the sampler loop runs: DDIM, PLMS (PNDM with skip_prk_steps), DPM-Solver
+multistep of orders 1-3 (``dpm1``-``dpm3``; order k reuses the outputs of the k - 1 previous steps) and DPM-Solver
+singlestep of orders 1-3 (Lu et al. 2022), in two forms: ``dpm-singlestep1``-``3`` as diffusers configures it
+(final sigma zero, lower-order final steps; the baselines' rows) and ``dpms1``-``3`` ending at sigma_min so that
+every run [1, 2, .., k] of the order list is a true k-th order interval of k evaluations (Flexiffusion's DPM-Solver
+search space, appendix E.2, with a per-segment order list: :func:`make_segment_dpm`)."""
 from __future__ import annotations
 
 import inspect
@@ -36,6 +39,9 @@ def _plms(config):
 for _order in (1, 2, 3):
     register_scheduler(f"dpm{_order}")(
         lambda config, _o=_order: DPMSolverMultistepScheduler.from_config(config, solver_order=_o))
+    register_scheduler(f"dpm-singlestep{_order}")(
+        lambda config, _o=_order: DPMSolverSinglestepScheduler.from_config(config, solver_order=_o,
+                                                                            lower_order_final=True))
 
 
 class SegmentOrderDPMSolver(DPMSolverSinglestepScheduler):
@@ -102,6 +108,10 @@ def make_scheduler(name: str, config: dict, num_inference_steps: int, device=Non
         raise UserError(f"unknown scheduler {name!r}: choose one of {', '.join(sorted(SCHEDULERS))}")
     if num_inference_steps < 1:
         raise UserError(f"number of inference steps must be >= 1, got {num_inference_steps}")
+    train = int(config.get("num_train_timesteps", 1000))
+    if num_inference_steps > train:
+        raise UserError(f"{num_inference_steps} inference steps exceed the model's training grid of {train} "
+                        f"timesteps: choose at most {train}")
     scheduler = SCHEDULERS[name](dict(config))
     scheduler.set_timesteps(num_inference_steps, device=device)
     return scheduler

@@ -153,3 +153,25 @@ def test_search_seeded_and_resumable(tmp_path):
     assert resumed.fresh == a.evaluations - 30  # nothing evaluated twice
     with pytest.raises(UserError, match="another search"):
         Evolution(space, _fitness, EvolutionConfig(seed=4), ckpt, progress=False).run()
+
+
+def test_fitness_is_pluggable(tiny_unet):
+    """``search`` takes any ``candidate -> float``; the named fitnesses are a registry of factories."""
+    from baselines.autodiffusion.method import FITNESSES, AutoDiffusionConfig, search
+    from bench.models import ModelBundle
+
+    assert set(FITNESSES) == {"fid", "rfid"}
+    bundle = ModelBundle("tiny", tiny_unet, dict(DDPM_SCHEDULER), (1, 16, 16))
+    config = AutoDiffusionConfig(k=4, evolution=EvolutionConfig(population=8, top_k=3, mutation=4, crossover=2,
+                                                                epochs=3, stage1_epochs=3, seed=1))
+    seen = []
+
+    def fitness(c):
+        seen.append(c)
+        return _fitness(c)
+
+    result = search(bundle, config, progress=False, fitness=fitness)
+    assert seen and result.fitness == min(_fitness(c) for c in seen) and result.evaluations == len(seen)
+    assert result.fitness < _fitness(SearchSpace(1000, 4, len(droppable_layers(tiny_unet))).uniform())
+    with pytest.raises(UserError, match="unknown AutoDiffusion fitness"):
+        search(bundle, AutoDiffusionConfig(fitness="clip"), progress=False)

@@ -158,24 +158,28 @@ def test_uniform_equals_deepcache_helper(ddim_sd, branch):
     assert not torch.equal(ours, _our_latents(ddim_sd, Plan.full(n), seeds, prompts))  # caching changed something
 
 
-def test_plus_equals_helper_with_set_membership(ddim_sd):
-    """The helper decides "full step" by ``(step - start) % interval == 0``; replaced by membership in our "+" set
-    (its other decisions untouched), it must give our engine's result bit for bit."""
+@pytest.mark.parametrize("config,expected", [
+    (DeepCacheConfig(12, 3, 2, "sd", center=4, pow=1.4), {0, 3, 5, 8}),
+    (DeepCacheConfig(12, 3, 2, "ldm"), {0, 1, 4, 7}),          # LDM form, DeepCache's default pow 1.5
+])
+def test_plus_equals_helper_with_set_membership(ddim_sd, config, expected):
+    """The helper decides "full step" by ``(step - start) % interval == 0``; with exactly that test replaced by
+    ``(step - start) in full`` (its other decisions untouched), it must give our engine's result bit for bit."""
     base = _deepcache().DeepCacheSDHelper
-    config = DeepCacheConfig(12, 3, 2, "sd", center=4, pow=1.4)
     full = {i for i, s in enumerate(config.plan().steps) if s.kind == "full"}
-    assert full == {0, 3, 5, 8} and full != set(range(0, 12, 3))
+    assert full == expected and full != set(range(0, 12, 3))
 
     class SetHelper(base):
         def is_skip_step(self, block_i, layer_i, blocktype="down"):
-            if self.cur_timestep in full:
+            self.start_timestep = self.cur_timestep if self.start_timestep is None else self.start_timestep
+            if self.cur_timestep - self.start_timestep in full:
                 return False
+            # skip_mode other than 'uniform' switches the helper's own interval test off; the rest is its own
             return super().is_skip_step(block_i, layer_i, blocktype)
 
     seeds, prompts = [2], ["a tree"]
-    # skip_mode other than 'uniform' switches the helper's own interval test off; the set decides instead
-    ref = _helper_latents(ddim_sd, SetHelper, seeds, 12, prompts, cache_interval=3, cache_branch_id=1,
-                          skip_mode="set")
+    ref = _helper_latents(ddim_sd, SetHelper, seeds, 12, prompts, cache_interval=3,
+                          cache_branch_id=config.branch - 1, skip_mode="set")
     ours = _our_latents(ddim_sd, config.plan(), seeds, prompts)
     assert torch.equal(ours, ref)
     assert not torch.equal(ours, _our_latents(ddim_sd, uniform_plan(12, 3, 2), seeds, prompts))

@@ -1,0 +1,205 @@
+"""The common harness of method rows: one method run (plan + scheduler + hooks + cost) measured on one model into
+tidy rows of the results store (bench/store.py), the same way for every method.
+
+Metrics of a row (one store row each):
+
+* ``nfe``: U-Net evaluations per image, *measured* (forward calls of the U-Net counted during generation, per
+  batch); ``grid``: timesteps of the method's grid;
+* ``macs_paper_g`` / ``macs_complete_g``: total U-Net MACs per image in G, both conventions of bench.cost
+  (paper = fvcore at batch 1 without attention matmuls; complete = with them, doubled under CFG), counted by the
+  method's own cost function on the model as it runs (ToMe applied, layers dropped);
+* ``avg_macs_paper_g`` / ``avg_macs_complete_g``: total / the teacher's number of steps (``teacher_steps``, the
+  table's "default number of time steps"; for a plan on the teacher's grid this is Flexiffusion's avg MACs);
+  ``speedup_paper`` / ``speedup_complete`` = teacher total / method total (the paper: speed-up by MACs);
+* ``latency_s_per_image``: wall time of generating the images / number of images (threads and device in the row);
+* ``fid``, ``isc``, ``precision``, ``recall`` against the real data (``real``), ``rfid`` against the teacher
+  (DDIM, ``teacher_steps`` full steps, the same seeds), ``clip_score`` for text models.
+
+A row's store key covers the model weights, the method and its config, the plan, the scheduler and the
+:class:`RowSetting`; a result already stored under it is returned, not recomputed.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, ContextManager
+
+import torch
+
+from flexiffusion.errors import UserError
+from flexiffusion.schedule import Plan
+
+ROWS_VERSION = 1           # bump when what a row measures changes (new keys; old results stay readable)
+EXPERIMENT = "baselines"
+MIN_ROW_IMAGES = 10        # Inception Score uses 10 splits
+G = 1e9
+
+
+@dataclass(frozen=True)
+class RowSetting:
+    """How every row is measured; part of the store key."""
+
+    n_images: int = 1000
+    seed0: int = 0
+    teacher_steps: int = 100
+    real: str = "digits-all"
+    extractor: str = "digits-cnn"
+    batch_size: int = 250
+    prompts: tuple[str, ...] = ()    # text models: one prompt per image, or one for all
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str = "openai"
+
+    def validate(self) -> "RowSetting":
+        if self.n_images < MIN_ROW_IMAGES:
+            raise UserError(f"a row needs at least {MIN_ROW_IMAGES} images (IS uses 10 splits), got {self.n_images}")
+        if self.batch_size < 1:
+            raise UserError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.teacher_steps < 1:
+            raise UserError(f"teacher steps must be >= 1, got {self.teacher_steps}")
+        return self
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.seed0, self.seed0 + self.n_images))
+
+    def prompt_list(self, bundle) -> list[str] | None:
+        if bundle.conditioning != "text":
+            return None
+        if not self.prompts:
+            raise UserError("a text-to-image model needs prompts: pass --prompt (or 'prompts' in the setting)")
+        if len(self.prompts) not in (1, self.n_images):
+            raise UserError(f"{len(self.prompts)} prompts for {self.n_images} images: give one, or one per image")
+        return list(self.prompts) * (self.n_images if len(self.prompts) == 1 else 1)
+
+
+@dataclass
+class Run:
+    """One method ready to run: what :func:`measure` needs, nothing method-specific."""
+
+    method: str                       # registry name, e.g. "deepcache"
+    label: str                        # row label, e.g. "deepcache-N5-b3"
+    config: dict                      # the method's config as data (part of the key)
+    plan: Plan
+    scheduler: str | Callable         # a registry name or a factory (config, grid_length, device) -> scheduler
+    scheduler_name: str               # stored; for factories a description such as "ddim-subset"
+    macs: Callable[[], dict]          # {"paper": int, "complete": int}: U-Net MACs of one image
+    hooks: Callable[[], ContextManager] = contextlib.nullcontext   # attached while generating (ToMe, drops)
+    extra: dict = field(default_factory=dict)                       # stored with every row (e.g. the candidate)
+
+
+def _hash(obj) -> str:
+    from bench.cache import stable_hash
+
+    return stable_hash(obj)
+
+
+def row_key(bundle, run: Run, setting: RowSetting) -> str:
+    ident = {"rows": ROWS_VERSION, "model": bundle.name, "weights": bundle.weights_id, "method": run.method,
+             "config": run.config, "plan": run.plan.digest(), "scheduler": run.scheduler_name,
+             "setting": asdict(setting)}
+    return f"{EXPERIMENT}:{bundle.name}:{run.label}:{_hash(json.loads(json.dumps(ident, default=str)))}"
+
+
+class _CallCounter:
+    """Counts the U-Net's forward calls (a forward pre-hook, so every hook inside the call runs as usual)."""
+
+    def __init__(self, unet):
+        self.calls = 0
+        self.handle = unet.register_forward_pre_hook(self._count)
+
+    def _count(self, module, args):
+        self.calls += 1
+
+    def close(self):
+        self.handle.remove()
+
+
+def teacher_macs(bundle) -> dict:
+    """One full step of the bundle's U-Net in both conventions (fvcore, counted once per bundle)."""
+    from baselines.costing import bundle_cost_models
+
+    return {c: m.full_macs for c, m in bundle_cost_models(bundle).items()}
+
+
+def _generate(bundle, run: Run, setting: RowSetting, prompts, progress: bool):
+    from bench.generate import generate_images
+
+    counter = _CallCounter(bundle.unet)
+    batches = -(-setting.n_images // setting.batch_size)
+    try:
+        with run.hooks():
+            t0 = time.perf_counter()
+            images = generate_images(bundle, run.plan, setting.seeds, scheduler=run.scheduler, prompts=prompts,
+                                     batch_size=setting.batch_size, progress=progress, desc=run.label)
+            wall = time.perf_counter() - t0
+    finally:
+        counter.close()
+    return images, counter.calls / batches, wall
+
+
+def quality(bundle, images, setting: RowSetting, rfid, prompts, cache_dir=None) -> dict:
+    """FID / IS / precision / recall vs the real data, rFID vs the teacher, CLIP score for text models."""
+    from bench.quality import fidelity
+    from bench.quality.sources import resolve_input
+
+    real, label = resolve_input(setting.real, "real")
+    q = fidelity(images, real, ("fid", "isc", "prc"), extractor=setting.extractor, reference_source=label,
+                 cache_dir=cache_dir)
+    out = {"fid": q["fid"], "isc": q["isc_mean"], "precision": q["precision"], "recall": q["recall"],
+           "rfid": rfid.score_images(images)["rfid"]}
+    if prompts is not None:
+        from bench.quality import ClipScorer
+
+        out["clip_score"] = ClipScorer(setting.clip_model, setting.clip_pretrained)(images, prompts)["clip_score"]
+    return out
+
+
+def teacher_rfid(bundle, setting: RowSetting, prompts, cache_dir=None, progress: bool = True):
+    from bench.evaluation import relative_fid
+
+    return relative_fid(bundle, setting.seeds, setting.teacher_steps, scheduler="ddim", prompts=prompts,
+                        gen_batch_size=setting.batch_size, progress=progress, extractor=setting.extractor,
+                        cache_dir=cache_dir)
+
+
+def measure(bundle, run: Run, setting: RowSetting, store=None, cache_dir=None, progress: bool = True
+            ) -> tuple[list[dict], bool]:
+    """``(rows, reused)``: the run's rows, from ``store`` when its key is there, else measured (and stored)."""
+    setting.validate()
+    key = row_key(bundle, run, setting)
+    if store is not None and store.has(key):
+        return store.get(key), True
+    prompts = setting.prompt_list(bundle)
+    rfid = teacher_rfid(bundle, setting, prompts, cache_dir, progress)
+    rfid.teacher_features()  # the teacher's images are not part of the method's latency
+    images, nfe, wall = _generate(bundle, run, setting, prompts, progress)
+    macs, teacher = run.macs(), teacher_macs(bundle)
+    teacher_total = {c: v * setting.teacher_steps for c, v in teacher.items()}
+    values = {"nfe": nfe, "grid": len(run.plan)}
+    for conv in ("paper", "complete"):
+        values[f"macs_{conv}_g"] = macs[conv] / G
+        values[f"avg_macs_{conv}_g"] = macs[conv] / setting.teacher_steps / G
+        values[f"speedup_{conv}"] = teacher_total[conv] / macs[conv]
+    values["latency_s_per_image"] = wall / setting.n_images
+    values.update(quality(bundle, images, setting, rfid, prompts, cache_dir))
+    common = {"experiment": EXPERIMENT, "method": run.label, "model": bundle.name, "weights": bundle.weights_id,
+              "plan_digest": run.plan.digest(), "plan": run.plan.to_dict(), "scheduler": run.scheduler_name,
+              "grid": len(run.plan), "n_images": setting.n_images,
+              "seeds": f"{setting.seed0}-{setting.seed0 + setting.n_images - 1}",
+              "device": str(bundle.device), "threads": torch.get_num_threads(),
+              "extra": {"method": run.method, "config": run.config, "setting": asdict(setting), **run.extra}}
+    rows = [{**common, "metric": m, "value": float(v)} for m, v in values.items()]
+    if store is not None:
+        store.put(key, rows)
+    return rows, False
+
+
+def as_record(rows: list[dict]) -> dict:
+    """One flat dict of a result's rows: label, method, config, and every metric by name."""
+    first = rows[0]
+    out = {"label": first["method"], "method": first["extra"]["method"], "n_images": first["n_images"],
+           "scheduler": first["scheduler"], "threads": first["threads"], "device": first["device"]}
+    out.update({r["metric"]: r["value"] for r in rows})
+    return out

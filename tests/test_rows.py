@@ -1,0 +1,133 @@
+"""The common row harness and the ``flexbench run`` / ``baselines-table`` commands on the embedded model (few images,
+few steps): measured NFE, MACs from the counted step types, reuse from the store by key, bad input through the CLI
+(one line, exit 2, no store and no cache written)."""
+import json
+
+import pytest
+
+from baselines.costing import bundle_cost_models
+from baselines.registry import Context, Experiment
+from bench.cli import main
+from bench.rows import RowSetting, as_record, measure, row_key
+from bench.store import ResultStore
+
+METRICS = {"nfe", "grid", "macs_paper_g", "macs_complete_g", "avg_macs_paper_g", "avg_macs_complete_g",
+           "speedup_paper", "speedup_complete", "latency_s_per_image", "fid", "rfid", "isc", "precision", "recall"}
+SETTING = RowSetting(n_images=10, teacher_steps=4, batch_size=5)  # 2 batches: NFE is per batch
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    from bench.models import load_model
+
+    return load_model("embedded")
+
+
+def _measure(bundle, data, store, cache):
+    run = Experiment.from_dict(data).build(bundle, Context(store, cache, progress=False))
+    rows, reused = measure(bundle, run, SETTING, store, cache, progress=False)
+    return run, as_record(rows), reused
+
+
+def test_rows_measured_stored_and_reused(bundle, tmp_path):
+    cache = tmp_path / "cache"
+    with ResultStore(tmp_path / "results.sqlite") as store:
+        data = {"method": "deepcache", "config": {"steps": 4, "interval": 2, "branch": 3}}
+        run, rec, reused = _measure(bundle, data, store, cache)
+        assert not reused and METRICS <= set(rec) and "clip_score" not in rec  # class model: no CLIP score
+        paper, complete = (bundle_cost_models(bundle)[c].step_macs for c in ("paper", "complete"))
+        assert rec["nfe"] == 4 and rec["grid"] == 4  # counted U-Net calls: 2 full + 2 partial per batch
+        assert rec["macs_paper_g"] * 1e9 == pytest.approx(2 * paper[-1] + 2 * paper[3], rel=1e-12)
+        assert rec["macs_complete_g"] * 1e9 == pytest.approx(2 * complete[-1] + 2 * complete[3], rel=1e-12)
+        assert rec["speedup_paper"] == pytest.approx(4 * paper[-1] / (2 * paper[-1] + 2 * paper[3]))
+        assert rec["avg_macs_paper_g"] == pytest.approx(rec["macs_paper_g"] / 4)
+        rows = store.get(row_key(bundle, run, SETTING))
+        assert len(rows) == len(rec) - 6 and {r["metric"] for r in rows} == METRICS  # one row per metric
+        assert all(r["n_images"] == 10 and r["seeds"] == "0-9" and r["experiment"] == "baselines" for r in rows)
+
+        _, again, reused = _measure(bundle, data, store, cache)
+        assert reused and again == rec  # the same key: read back, not recomputed
+
+        _, teacher, _ = _measure(bundle, {"method": "teacher", "config": {"steps": 4}}, store, cache)
+        assert teacher["speedup_paper"] == 1.0 and teacher["nfe"] == 4
+        assert teacher["rfid"] < 1e-3  # the teacher's own images: rFID ~ 0 (float noise of the FID formula)
+        _, plms, _ = _measure(bundle, {"method": "plms", "config": {"steps": 3}}, store, cache)
+        assert plms["nfe"] == 4 and plms["grid"] == 4  # PLMS evaluates once more than its steps
+        assert len(store.keys("baselines:")) == 3
+
+
+def _cli(tmp_path, *args):
+    return main(["run", *args, "--images", "10", "--teacher-steps", "4", "--batch-size", "5", "--quiet",
+                 "--store", str(tmp_path / "results.sqlite"), "--cache-dir", str(tmp_path / "cache")])
+
+
+def test_run_command_prints_its_row_and_reuses_it(tmp_path, capsys):
+    assert _cli(tmp_path, "dpm-singlestep", "--steps", "3", "--order", "2") == 0
+    out = capsys.readouterr().out
+    assert "| dpm-solver-2-singlestep-3 | 3 |" in out and "stored in" in out
+    assert _cli(tmp_path, "dpm-singlestep", "--steps", "3", "--order", "2") == 0
+    assert "reused from" in capsys.readouterr().out
+    exp = tmp_path / "exp.json"
+    exp.write_text(json.dumps([{"method": "ddim", "config": {"steps": 2}, "label": "two steps"},
+                               {"method": "deepcache-plus", "config": {"steps": 4, "interval": 2, "branch": 1,
+                                                                        "form": "ldm"}}]))
+    assert _cli(tmp_path, "--experiment", str(exp)) == 0
+    out = capsys.readouterr().out
+    assert "| two steps | 2 |" in out and "deepcache-N2-b1+p1.5" in out
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["deepcache", "--branch", "12"], "branch 12 out of range"),
+    (["ddim", "--steps", "1001"], "exceed the model's training grid"),
+    (["dpm-multistep", "--order", "4"], "order 4 not supported"),
+    (["tome"], "ToMe needs transformer blocks"),
+    (["deepcache", "--tome-ratio", "0.5"], "ToMe needs transformer blocks"),
+    (["autodiffusion", "--k", "4", "--budget-layers", "10"], "below what any candidate can reach"),
+    (["deepcache-plus", "--steps", "10", "--interval", "2", "--center", "5", "--pow", "1.4"], "no pow in"),
+    (["ddim", "--order", "2"], "has no field 'order'"),
+    (["ddim", "--set", "steps"], "malformed --set"),
+    ([], "name a METHOD"),
+])
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, args, needle):
+    assert _cli(tmp_path, *args) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []  # neither the store nor the cache was created
+
+
+def test_autodiffusion_row_and_stored_search(tmp_path, capsys, monkeypatch):
+    args = ["autodiffusion", "--k", "2", "--set", "search_images=4", "--set", "evolution.population=3",
+            "--set", "evolution.top_k=1", "--set", "evolution.mutation=1", "--set", "evolution.crossover=0",
+            "--set", "evolution.epochs=1"]
+    assert _cli(tmp_path, *args) == 0
+    assert "| autodiffusion-K2 | 2 |" in capsys.readouterr().out
+    with ResultStore(tmp_path / "results.sqlite") as store:
+        (key,) = store.keys("autodiffusion-search:")
+        best = store.get(key)[0]["extra"]["candidate"]
+        (row_key_,) = store.keys("baselines:")
+        assert store.get(row_key_)[0]["extra"]["candidate"] == best
+    from baselines.autodiffusion import search
+
+    def no_search(self):
+        raise AssertionError("the stored search result must be reused")
+
+    monkeypatch.setattr(search.Evolution, "run", no_search)
+    assert _cli(tmp_path, *args, "--seed0", "10") == 0  # a new row (other seeds) on the stored candidate
+    assert "stored in" in capsys.readouterr().out
+
+
+def test_baselines_table_from_the_store(tmp_path, capsys):
+    out = tmp_path / "table.md"
+    args = ["baselines-table", "--teacher-steps", "4", "--images", "10", "--batch-size", "5", "--quiet",
+            "--ad-steps", "", "--small", "", "--plus", "", "--dpm-deepcache", "", "--branch", "2",
+            "--store", str(tmp_path / "results.sqlite"), "--cache-dir", str(tmp_path / "cache")]
+    assert main([*args, "--out", str(out)]) == 0
+    text = out.read_text()
+    for label in ["DDIM 4 (teacher)", "DeepCache-A", "DeepCache-B", "DeepCache-C", "DeepCache-D"]:
+        assert f"| {label} |" in text
+    for column in ["NFE", "avg MACs paper (G)", "avg MACs complete (G)", "speed-up", "s/image", "FID", "rFID", "IS",
+                   "precision", "recall"]:
+        assert f" {column} |" in text
+    capsys.readouterr()
+    assert main([*args, "--stored-only"]) == 0
+    assert capsys.readouterr().out.strip() == text.strip()  # rendered from the store alone
