@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.embedded.loader import read_manifest
+from bench.embedded.loader import read_manifest, sha256_file
 from flexiffusion.errors import UserError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -32,8 +32,6 @@ def _fail(path: Path, problem: str) -> UserError:
 
 def verify_weights(weights_dir: Path | None = None) -> dict:
     """Every file of the manifest exists with its recorded sha256; returns the manifest."""
-    from bench.embedded.train import sha256_file
-
     weights_dir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     try:
         manifest = read_manifest(weights_dir)
@@ -60,7 +58,7 @@ def _load(path: Path, fn):
 def load_t2i(weights_dir: Path | None = None, verify: bool = True) -> T2IModel:
     from diffusers import UNet2DConditionModel
 
-    from .train import load_text_encoder_file
+    from bench.embedded.t2i.train import load_text_encoder_file
 
     weights_dir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     manifest = verify_weights(weights_dir) if verify else read_manifest(weights_dir)

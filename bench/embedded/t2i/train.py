@@ -11,7 +11,6 @@ steps, atomically), ``weights/`` (the final artefacts + manifest, built aside an
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 import platform
@@ -25,15 +24,18 @@ import torch
 import torch.nn.functional as F
 
 from bench.embedded import data as embedded_data
-from bench.embedded.train import _atomic_torch_save, _check_resumable, _replace_dir, ema_update, lr_at, sha256_file
+from bench.embedded.loader import sha256_file
+from bench.embedded.train import (_atomic_torch_save, _check_resumable, _replace_dir, ema_module, lr_scheduler,
+                                  make_ema, restore_ema, step_scheduler)
 from flexiffusion.errors import UserError
 
-from . import clip_model
-from .captions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES
-from .contrastive import ContrastiveConfig, caption_table, draw_captions, train_contrastive, zero_shot_accuracy
-from .text_encoder import ConditioningCLIP, TextEncoder, count_params
-from .tokens import tokenize
-from .unet import DEFAULT_SAMPLER, SCHEDULER_CONFIG, UNET_CONFIG, build_scheduler, build_unet
+from bench.embedded.t2i import clip_model
+from bench.embedded.t2i.captions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES
+from bench.embedded.t2i.contrastive import (ContrastiveConfig, caption_table, draw_captions, train_contrastive,
+                                            zero_shot_accuracy)
+from bench.embedded.t2i.text_encoder import ConditioningCLIP, TextEncoder, count_params
+from bench.embedded.t2i.tokens import tokenize
+from bench.embedded.t2i.unet import DEFAULT_SAMPLER, SCHEDULER_CONFIG, UNET_CONFIG, build_scheduler, build_unet
 
 WEIGHT_FILES = ("unet/config.json", "unet/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json",
                 "text_encoder.safetensors", "clip.safetensors", f"{clip_model.MODEL_NAME}.json")
@@ -135,19 +137,22 @@ def stage_unet(out: Path, cfg: T2ITrainConfig, progress: bool) -> tuple[torch.nn
     table, empty = caption_table(), tokenize([""], warn=False)[0]
     torch.manual_seed(cfg.seed)  # decides the initial weights
     model = build_unet()
-    ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # batches, captions, prompt dropout, timesteps, noise
     step, elapsed, losses, running = 0, 0.0, [], None
     ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
+    if ckpt is not None:
         _check_resumable(ckpt_path, ckpt.get("config", {}), cfg)
+        step = ckpt["step"]
+    sched = lr_scheduler(opt, cfg, step)  # before the optimizer state: the schedulers start from the base lr
+    ema = make_ema(model, cfg)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
-        ema.load_state_dict(ckpt["ema"])
         opt.load_state_dict(ckpt["optimizer"])
+        ema = restore_ema(ckpt["ema"], model, cfg, step)  # EMAModel's state or the earlier hand-written EMA's
         gen.set_state(ckpt["generator"])
-        step, elapsed, losses, running = ckpt["step"], ckpt["elapsed_s"], ckpt["losses"], ckpt["running"]
+        elapsed, losses, running = ckpt["elapsed_s"], ckpt["losses"], ckpt["running"]
 
     def save_checkpoint():
         _atomic_torch_save(dict(model=model.state_dict(), ema=ema.state_dict(), optimizer=opt.state_dict(),
@@ -168,14 +173,13 @@ def stage_unet(out: Path, cfg: T2ITrainConfig, progress: bool) -> tuple[torch.nn
         a = alphas_cumprod[t].view(-1, 1, 1, 1)
         with torch.no_grad():
             states = encoder.hidden_states(tokens)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
         loss = F.mse_loss(model(a.sqrt() * x0 + (1 - a).sqrt() * noise, t, encoder_hidden_states=states).sample, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        ema_update(ema, model, step, cfg.ema_decay)
+        step_scheduler(sched)
+        ema.step(model.parameters())
         step += 1
         elapsed += time.perf_counter() - t0
         running = loss.item() if running is None else 0.99 * running + 0.01 * loss.item()
@@ -188,7 +192,7 @@ def stage_unet(out: Path, cfg: T2ITrainConfig, progress: bool) -> tuple[torch.nn
     bar.close()
     if not ckpt_path.exists():
         save_checkpoint()
-    return ema.eval(), dict(step=step, elapsed_s=round(elapsed, 1), final_loss=running, losses=losses)
+    return ema_module(model, ema), dict(step=step, elapsed_s=round(elapsed, 1), final_loss=running, losses=losses)
 
 
 def write_weights(out: Path, unet: torch.nn.Module, manifest: dict) -> Path:
