@@ -7,7 +7,8 @@ digits-cnn classifier / extractor, and recorded in the weights' ``manifest.json`
 * guided samples (prompt ``i``: held-out template, digit ``i % 10``) classified as the prompted digit >= 95%;
 * CLIP score of the samples >= 90% of the CLIP score of real digits with the same prompts;
 * FID (digits-cnn) of ``m`` samples vs real half B <= 3 x FID of ``m`` images of real half A vs half B,
-  ``m = min(n, 898)`` (equal sizes; the halves of :func:`bench.embedded.gates.real_halves`).
+  ``m = min(n, 898)`` (equal sizes; the halves of :func:`bench.commands.embedded_gates.real_halves`), through
+  :func:`bench.quality.fidelity` with the digits-cnn extractor.
 """
 from __future__ import annotations
 
@@ -18,13 +19,21 @@ from pathlib import Path
 import torch
 
 GATES = dict(zero_shot_min=0.95, prompt_accuracy_min=0.95, clip_ratio_min=0.90, fid_ratio_max=3.0)
+METRIC_BATCH = 250
+
+
+def heldout_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out real digits as uint8 NCHW images and their int64 labels."""
+    from bench.embedded.data import load_split
+    from bench.quality.sources import digits_uint8
+
+    return digits_uint8("heldout"), load_split("heldout")[1]
 
 
 def scorer_for(model, batch_size: int = 500):
     """The suite's CLIP scorer on the shipped scoring CLIP (offline, from the weights folder)."""
+    from bench.embedded.t2i.clip_model import register
     from bench.quality.clip_score import ClipScorer
-
-    from .clip_model import register
 
     return ClipScorer(register(), pretrained=model.clip_weights, device="cpu", batch_size=batch_size)
 
@@ -32,11 +41,9 @@ def scorer_for(model, batch_size: int = 500):
 @torch.no_grad()
 def real_clip_figures(scorer) -> dict:
     """Zero-shot accuracy and the own-vs-wrong caption gap on the held-out real digits (held-out templates)."""
-    from bench.embedded.data import load_split_uint8
+    from bench.embedded.t2i.captions import HELDOUT_TEMPLATES, caption
 
-    from .captions import HELDOUT_TEMPLATES, caption
-
-    images, labels = load_split_uint8("heldout")
+    images, labels = heldout_digits()
     img = scorer.image_embeddings(images)
     hits, own, wrong = 0, [], []
     for k, template in enumerate(HELDOUT_TEMPLATES):
@@ -53,9 +60,7 @@ def real_clip_figures(scorer) -> dict:
 
 def paired_real(digits: list[int]) -> torch.Tensor:
     """For each prompted digit, a held-out real digit of that class (cycling through the class in order)."""
-    from bench.embedded.data import load_split_uint8
-
-    images, labels = load_split_uint8("heldout")
+    images, labels = heldout_digits()
     by_class = [images[labels == d] for d in range(10)]
     seen = [0] * 10
     out = []
@@ -83,7 +88,7 @@ def grid_png(bundle, path: Path, steps: int, guidance_scale: float, per_row: int
 
     from PIL import Image, ImageDraw
 
-    from .captions import HELDOUT_TEMPLATES, caption
+    from bench.embedded.t2i.captions import HELDOUT_TEMPLATES, caption
 
     prompts = [caption(r, HELDOUT_TEMPLATES[r % len(HELDOUT_TEMPLATES)]) for r in range(10)]
     images = generate(bundle, [p for p in prompts for _ in range(per_row)], list(range(10 * per_row)), steps,
@@ -107,14 +112,15 @@ def grid_png(bundle, path: Path, steps: int, guidance_scale: float, per_row: int
 
 def measure(n: int = 1000, steps: int = 50, guidance_scale: float = 3.0, seed: int = 0, batch_size: int = 250,
             weights_dir: Path | None = None, grid: Path | None = None, progress: bool = True) -> dict:
+    from bench.commands.embedded_gates import real_halves
     from bench.embedded.classifier import predict
-    from bench.embedded.gates import fidelity, real_halves
+    from bench.embedded.extractor import NAME
     from bench.embedded.loader import WEIGHTS_DIR as DIGITS_WEIGHTS
     from bench.embedded.loader import load_classifier
+    from bench.embedded.t2i.captions import prompt_set
+    from bench.embedded.t2i.loader import load_t2i
     from bench.models.embedded_t2i import load_embedded_t2i
-
-    from .captions import prompt_set
-    from .loader import load_t2i
+    from bench.quality import Extractor, fidelity
 
     model = load_t2i(weights_dir, verify=True)
     bundle = load_embedded_t2i(str(model.path))
@@ -136,9 +142,13 @@ def measure(n: int = 1000, steps: int = 50, guidance_scale: float = 3.0, seed: i
     clip_real = scorer(paired_real(digits), prompts)["clip_score"]
     half_a, half_b = real_halves(0)
     m = min(n, half_a.shape[0])
-    cpath = DIGITS_WEIGHTS / "classifier.safetensors"
-    fid_samples = fidelity(samples[:m], half_b, classifier_path=cpath)["frechet_inception_distance"]
-    fid_real = fidelity(half_a[:m], half_b, classifier_path=cpath)["frechet_inception_distance"]
+    extractor = Extractor(NAME, DIGITS_WEIGHTS / "classifier.safetensors", cuda=False)
+
+    def fid(images):
+        return fidelity(images, half_b, ("fid",), extractor=extractor, reference_source=None,
+                        batch_size=METRIC_BATCH)["fid"]
+
+    fid_samples, fid_real = fid(samples[:m]), fid(half_a[:m])
     passed = dict(zero_shot=real["zero_shot"] >= GATES["zero_shot_min"],
                   prompt_accuracy=accuracy >= GATES["prompt_accuracy_min"],
                   clip_ratio=clip_samples / clip_real >= GATES["clip_ratio_min"],
@@ -186,10 +196,9 @@ def format_report(r: dict) -> str:
 
 
 def run_gates(args: argparse.Namespace) -> int:
-    from bench.embedded.gates import record
+    from bench.commands.embedded_gates import record
+    from bench.embedded.t2i.loader import WEIGHTS_DIR
     from flexiffusion.errors import UserError
-
-    from .loader import WEIGHTS_DIR
 
     if args.n < 10 or args.steps < 1 or args.batch_size < 1 or args.threads < 1:
         raise UserError("embedded-gates needs --n >= 10, --steps >= 1, --batch-size >= 1, --threads >= 1")

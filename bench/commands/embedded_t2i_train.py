@@ -11,10 +11,9 @@ OPTIONS = ("steps", "batch_size", "seed", "checkpoint_every")
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from bench.embedded.t2i.loader import WEIGHTS_DIR
+    from bench.embedded.t2i.train import T2ITrainConfig, train
     from bench.embedded.train import install_weights
-
-    from .loader import WEIGHTS_DIR
-    from .train import T2ITrainConfig, train
 
     if args.classifier_epochs is not None:
         raise UserError("--classifier-epochs belongs to the digits model: embedded-t2i reuses its classifier")
