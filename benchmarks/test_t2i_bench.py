@@ -11,8 +11,8 @@ import os
 import pytest
 import torch
 
-from bench.embedded import data as D
 from bench.embedded.t2i.captions import prompt_set
+from bench.quality.sources import digits_uint8
 from flexiffusion.threads import num_threads
 
 THREADS = int(os.environ.get("FLEXBENCH_BENCH_THREADS", 2))
@@ -30,7 +30,7 @@ def test_clip_score_1000_images(benchmark, bundle):
     from bench.quality.clip_score import ClipScorer
 
     scorer = ClipScorer(register(), pretrained=bundle.extras["clip_weights"], device="cpu", batch_size=500)
-    real, _ = D.load_split_uint8("all")
+    real = digits_uint8("all")
     images = real[:1000]
     prompts, _ = prompt_set(1000)
     benchmark.extra_info.update(n_images=1000, torch_threads=THREADS)
@@ -40,7 +40,7 @@ def test_clip_score_1000_images(benchmark, bundle):
 
 
 def test_teacher_sampling_per_batch_of_50(benchmark, bundle):
-    from bench.embedded.t2i.gates import generate
+    from bench.commands.embedded_t2i_gates import generate
 
     prompts, _ = prompt_set(50)
     benchmark.extra_info.update(n_images=50, sampler="PLMS 50, batched CFG 3.0", torch_threads=THREADS)

@@ -161,7 +161,8 @@ def test_training_resume_equals_straight_run_and_refuses_changed_settings(tmp_pa
     a = torch.load(out / "checkpoint.pt", weights_only=False)
     b = torch.load(straight / "checkpoint.pt", weights_only=False)
     assert a["step"] == b["step"] == 5
-    assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
+    assert a["ema"]["optimization_step"] == b["ema"]["optimization_step"] == 5
+    assert all(torch.equal(x, y) for x, y in zip(a["ema"]["shadow_params"], b["ema"]["shadow_params"], strict=True))
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
     model = load_t2i(out / "weights")
@@ -206,11 +207,12 @@ def test_shipped_bundle(shipped):
 
 def test_clip_score_right_caption_beats_wrong_caption_on_real_digits(shipped):
     """Through the suite's CLIP-score path (ClipScorer) with the shipped scoring CLIP, on held-out real digits."""
+    from bench.commands.embedded_t2i_gates import heldout_digits
     from bench.embedded.t2i.clip_model import register
     from bench.quality.clip_score import ClipScorer
 
     scorer = ClipScorer(register(), pretrained=shipped.extras["clip_weights"], device="cpu", batch_size=500)
-    images, labels = D.load_split_uint8("heldout")
+    images, labels = heldout_digits()
     right = C.captions_for(labels.tolist(), "heldout")
     wrong = C.captions_for(((labels + 3) % 10).tolist(), "heldout")
     s_right, s_wrong = scorer(images, right)["clip_score"], scorer(images, wrong)["clip_score"]
@@ -224,7 +226,7 @@ def test_clip_score_right_caption_beats_wrong_caption_on_real_digits(shipped):
 
 def test_scoring_clip_zero_shot_gate_remeasured(shipped):
     """The first gate, re-measured: 360 held-out digits x 8 held-out templates, 10-way, >= 95%."""
-    from bench.embedded.t2i.gates import real_clip_figures, scorer_for
+    from bench.commands.embedded_t2i_gates import real_clip_figures, scorer_for
     from bench.embedded.t2i.loader import load_t2i
 
     real = real_clip_figures(scorer_for(load_t2i()))
@@ -283,8 +285,8 @@ def test_gates_bad_input():
 
 
 def test_gates_report_and_record(tmp_path):
-    from bench.embedded.gates import record
-    from bench.embedded.t2i.gates import GATES, format_report
+    from bench.commands.embedded_gates import record
+    from bench.commands.embedded_t2i_gates import GATES, format_report
     from bench.embedded.t2i.loader import WEIGHTS_DIR, verify_weights
 
     fake = dict(protocol=dict(n=100, sampler="PLMS 50 steps (grid 51), batched CFG", guidance_scale=3.0),
