@@ -11,7 +11,9 @@ per process and cached) and example inputs; unknown names raise :class:`UserErro
 * ``ldm-4-g`` -- LDM-4-G ImageNet 256x256 (cin256-v2): a UNet2DConditionModel approximating LDM's U-Net (below);
 * ``sd-v1.5`` -- Stable Diffusion v1.5 512x512: the ``unet`` config, latent 4x64x64, text context (1,77,768);
   text encoder (CLIP ViT-L/14 text tower) and VAE decoder as separate parts;
-* ``embedded`` -- the suite's shipped 16x16x1 digits model, :mod:`bench.embedded.unet` (imported when built).
+* ``embedded`` -- the suite's shipped 16x16x1 digits model, :mod:`bench.embedded.unet` (imported when built);
+* ``embedded-t2i`` -- the shipped text-to-image digits model, :mod:`bench.embedded.t2i.unet` (its tiny text encoder,
+  run once per prompt, is not a counted part).
 
 LDM-4-G (``latent-diffusion/configs/latent-diffusion/cin256-v2.yaml``: model_channels 192, channel_mult (1,2,3,5),
 num_res_blocks 2, attention_resolutions (8,4,2), num_heads 1, SpatialTransformer depth 1, context_dim 512,
@@ -115,6 +117,10 @@ def _embedded_config() -> dict:
     return dict(importlib.import_module("bench.embedded.unet").UNET_CONFIG)
 
 
+def _embedded_t2i_config() -> dict:
+    return dict(importlib.import_module("bench.embedded.t2i.unet").UNET_CONFIG)
+
+
 # ---- presets --------------------------------------------------------------------------------------------------
 
 
@@ -210,6 +216,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            scheduler_config=SD15_SCHEDULER, notes="runwayml/stable-diffusion-v1-5 unet config"),
     Preset("embedded", "embedded 16x16x1 (digits)", "UNet2DModel", _embedded_config, (1, 16, 16),
            num_classes=10, null_class=10, guidance=True, notes="bench.embedded.unet; class labels 0..9"),
+    Preset("embedded-t2i", "embedded text-to-image 16x16x1 (digits)", "UNet2DConditionModel", _embedded_t2i_config,
+           (1, 16, 16), context_shape=(20, 64), guidance=True, scheduler_config=dict(DDPM_SCHEDULER, clip_sample=False),
+           notes="bench.embedded.t2i.unet; 20 tokens x 64 text states; text encoder not counted"),
 )}
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from flexiffusion.errors import UserError
 
 TRAIN_COMMAND = "flexbench embedded-train --out runs/embedded --install"
+MODELS = ("embedded", "embedded-t2i")  # the digits model; the text-to-image model (bench.embedded.t2i)
 
 
 def register(subparsers) -> None:
@@ -18,6 +19,8 @@ def register(subparsers) -> None:
                     "Re-running with the same --out resumes from OUT/checkpoint.pt. The result is written to "
                     "OUT/weights; --install then copies it into bench/embedded/weights.",
     )
+    p.add_argument("--model", choices=MODELS, default="embedded",
+                   help="embedded (digits, default) or embedded-t2i (text-to-image; bench/embedded/t2i)")
     p.add_argument("--out", required=True, type=Path, help="output directory (checkpoints, final weights)")
     p.add_argument("--steps", type=int, default=None, help="diffusion training steps (default 6000)")
     p.add_argument("--batch-size", type=int, default=None, help="diffusion batch size (default 64)")
@@ -25,6 +28,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 250)")
+    p.add_argument("--text-steps", type=int, default=None, help="embedded-t2i: conditioning encoder steps (500)")
+    p.add_argument("--clip-steps", type=int, default=None, help="embedded-t2i: scoring CLIP steps (500)")
+    p.add_argument("--contrastive-batch", type=int, default=None, help="embedded-t2i: CLIP batch size (128)")
     p.add_argument("--install", action="store_true", help="copy OUT/weights into bench/embedded/weights when done")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
@@ -33,19 +39,26 @@ def register(subparsers) -> None:
         "embedded-gates",
         help="measure the embedded model's quality gates and record them in its manifest",
     )
-    g.add_argument("--n", type=int, default=1000, help="number of samples per gate (default 1000)")
-    g.add_argument("--steps", type=int, default=100, help="DDIM steps, eta 0 (default 100)")
-    g.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale of the conditional gate (default 3)")
+    g.add_argument("--model", choices=MODELS, default="embedded", help="which embedded model (default embedded)")
+    g.add_argument("--n", type=int, default=None, help="number of samples per gate (default 1000)")
+    g.add_argument("--steps", type=int, default=None,
+                   help="sampling steps (default: embedded 100 DDIM eta 0, embedded-t2i 50 PLMS)")
+    g.add_argument("--guidance-scale", type=float, default=None, help="CFG scale of the conditional gate (default 3)")
     g.add_argument("--seed", type=int, default=0, help="first per-sample seed (default 0)")
-    g.add_argument("--batch-size", type=int, default=250, help="sampling batch size (default 250)")
+    g.add_argument("--batch-size", type=int, default=None, help="sampling batch size (default 250)")
     g.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     g.add_argument("--weights", type=Path, default=None, help="weights folder (default: the shipped one)")
-    g.add_argument("--grid", type=Path, default=Path("docs/embedded_samples.png"), help="sample grid PNG path")
+    g.add_argument("--grid", type=Path, default=None,
+                   help="sample grid PNG path (default docs/embedded_samples.png, docs/embedded_t2i_samples.png)")
     g.add_argument("--no-record", action="store_true", help="do not write the figures into the manifest")
     g.set_defaults(func=run_gates)
 
 
 def run_train(args: argparse.Namespace) -> int:
+    if args.model == "embedded-t2i":
+        from bench.commands.embedded_t2i_train import run_train as run_t2i
+
+        return run_t2i(args)
     from bench.embedded.train import TrainConfig, install_weights, train
 
     cfg = TrainConfig()
@@ -81,7 +94,20 @@ def _train_command_line(args: argparse.Namespace) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+GATE_DEFAULTS = {
+    "embedded": dict(n=1000, steps=100, guidance_scale=3.0, batch_size=250, grid=Path("docs/embedded_samples.png")),
+    "embedded-t2i": dict(n=1000, steps=50, guidance_scale=3.0, batch_size=250,
+                         grid=Path("docs/embedded_t2i_samples.png")),
+}
+
+
 def run_gates(args: argparse.Namespace) -> int:
-    from bench.commands.embedded_gates import run_gates as _run
+    for name, value in GATE_DEFAULTS[args.model].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.model == "embedded-t2i":
+        from bench.commands.embedded_t2i_gates import run_gates as _run
+    else:
+        from bench.commands.embedded_gates import run_gates as _run
 
     return _run(args)

@@ -117,6 +117,29 @@ def make_ema(model: torch.nn.Module, cfg: TrainConfig, optimization_step: int = 
     return ema
 
 
+def restore_ema(saved: dict, model: torch.nn.Module, cfg, step: int):
+    """The EMA of a checkpoint: ``EMAModel``'s state, or (a checkpoint of the previous hand-written EMA) the averaged
+    module's state dict, turned into an ``EMAModel`` at update number ``step``."""
+    import copy
+
+    if "shadow_params" in saved:
+        ema = make_ema(model, cfg)
+        ema.load_state_dict(saved)
+        return ema
+    averaged = copy.deepcopy(model)
+    averaged.load_state_dict(saved)
+    return make_ema(averaged, cfg, optimization_step=step)
+
+
+def ema_module(model: torch.nn.Module, ema) -> torch.nn.Module:
+    """A frozen eval copy of ``model`` holding ``ema``'s averaged parameters (the shipped weights)."""
+    import copy
+
+    averaged = copy.deepcopy(model).requires_grad_(False)
+    ema.copy_to(averaged.parameters())
+    return averaged.eval()
+
+
 def stage_classifier(out: Path, cfg: TrainConfig, progress: bool) -> tuple[DigitClassifier, float, float | None]:
     """Train the classifier, or reuse ``OUT/classifier.safetensors``; (model, held-out accuracy, training seconds)."""
     from safetensors.torch import load_file, save_file
@@ -159,8 +182,6 @@ def _check_resumable(path: Path, saved: dict, cfg: TrainConfig) -> None:
 
 def stage_diffusion(out: Path, cfg: TrainConfig, progress: bool) -> tuple[torch.nn.Module, dict]:
     """Train (or resume) the U-Net; returns the EMA model and the checkpoint's bookkeeping."""
-    import copy
-
     from tqdm.auto import tqdm
 
     x_tr, y_tr = embedded_data.load_split("train")
@@ -179,12 +200,7 @@ def stage_diffusion(out: Path, cfg: TrainConfig, progress: bool) -> tuple[torch.
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        if "shadow_params" in ckpt["ema"]:  # EMAModel's state
-            ema.load_state_dict(ckpt["ema"])
-        else:  # a checkpoint of the hand-written EMA: the averaged module's state dict
-            averaged = copy.deepcopy(model)
-            averaged.load_state_dict(ckpt["ema"])
-            ema = make_ema(averaged, cfg, optimization_step=step)
+        ema = restore_ema(ckpt["ema"], model, cfg, step)
         gen.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
         elapsed, losses = ckpt["elapsed_s"], ckpt.get("losses", [])
@@ -232,9 +248,7 @@ def stage_diffusion(out: Path, cfg: TrainConfig, progress: bool) -> tuple[torch.
     bar.close()
     if not ckpt_path.exists():  # steps already reached with no checkpoint (steps=0): keep the layout uniform
         save_checkpoint()
-    averaged = copy.deepcopy(model).requires_grad_(False)
-    ema.copy_to(averaged.parameters())
-    return averaged.eval(), dict(step=step, elapsed_s=elapsed, final_loss=running, losses=losses)
+    return ema_module(model, ema), dict(step=step, elapsed_s=elapsed, final_loss=running, losses=losses)
 
 
 def write_weights(out: Path, unet: torch.nn.Module, classifier_path: Path, manifest: dict) -> Path:

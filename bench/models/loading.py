@@ -173,6 +173,14 @@ def load_embedded_bundle(path: str | None = None) -> ModelBundle:
                        extras={"classifier": emb.classifier, "manifest": emb.manifest})
 
 
+@register_loader("embedded-t2i")
+def load_embedded_t2i(path: str | None = None) -> ModelBundle:
+    """The shipped 16x16 text-to-image digits model, sha256-verified — see bench/embedded/t2i."""
+    from .embedded_t2i import load_embedded_t2i as load
+
+    return load(path)
+
+
 @register_loader("tiny-ddpm")
 def load_tiny_ddpm(path: str | None = None) -> ModelBundle:
     """Random 16x16 UNet2DModel (code-path stand-in for DDPM)."""
