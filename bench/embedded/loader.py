@@ -62,13 +62,18 @@ def unet_weights_digest(manifest: dict) -> str:
 def verify_weights(weights_dir: Path | None = None) -> dict:
     """Check every file of the manifest exists and has its recorded sha256; returns the manifest."""
     weights_dir = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
-    manifest = read_manifest(weights_dir)
+    return check_files(weights_dir, read_manifest(weights_dir))
+
+
+def check_files(weights_dir: Path, manifest: dict, fail=_fail) -> dict:
+    """Every file the manifest lists exists under ``weights_dir`` with its recorded sha256 (``fail(path, problem)``
+    builds the error naming the file and its retrain command); returns the manifest."""
     for name, digest in manifest["files"].items():
         path = weights_dir / name
         if not path.is_file():
-            raise _fail(path, "is missing")
+            raise fail(path, "is missing")
         if sha256_file(path) != digest:
-            raise _fail(path, "is corrupted (sha256 differs from manifest.json)")
+            raise fail(path, "is corrupted (sha256 differs from manifest.json)")
     return manifest
 
 

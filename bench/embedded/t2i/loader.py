@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.embedded.loader import read_manifest, sha256_file
+from bench.embedded.loader import check_files, read_manifest
 from flexiffusion.errors import UserError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -37,13 +37,7 @@ def verify_weights(weights_dir: Path | None = None) -> dict:
         manifest = read_manifest(weights_dir)
     except UserError:
         raise _fail(weights_dir / "manifest.json", "is missing, unreadable or lists no files") from None
-    for name, digest in manifest["files"].items():
-        path = weights_dir / name
-        if not path.is_file():
-            raise _fail(path, "is missing")
-        if sha256_file(path) != digest:
-            raise _fail(path, "is corrupted (sha256 differs from manifest.json)")
-    return manifest
+    return check_files(weights_dir, manifest, _fail)
 
 
 def _load(path: Path, fn):
