@@ -5,7 +5,8 @@ import argparse
 import shlex
 from pathlib import Path
 
-from flexiffusion.errors import UserError
+
+from .train_options import apply_train_options
 
 TRAIN_COMMAND = "flexbench embedded-train --out runs/embedded --install"
 MODELS = ("embedded", "embedded-t2i")  # the digits model; the text-to-image model (bench.embedded.t2i)
@@ -61,17 +62,8 @@ def run_train(args: argparse.Namespace) -> int:
         return run_t2i(args)
     from bench.embedded.train import TrainConfig, install_weights, train
 
-    cfg = TrainConfig()
-    for name in ("steps", "batch_size", "classifier_epochs", "seed", "checkpoint_every"):
-        value = getattr(args, name)
-        if value is not None:
-            if value < 0 or (value == 0 and name in ("batch_size", "checkpoint_every")):
-                raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
-            setattr(cfg, name, value)
-    if args.threads < 1:
-        raise UserError(f"--threads must be >= 1, got {args.threads}")
-    if args.out.exists() and not args.out.is_dir():
-        raise UserError(f"--out {args.out} exists and is not a directory")
+    cfg = apply_train_options(TrainConfig(), args, ("steps", "batch_size", "classifier_epochs", "seed",
+                                                    "checkpoint_every"))
     command = _train_command_line(args)
     weights = train(args.out, cfg, command=command, threads=args.threads, progress=not args.no_progress)
     print(f"weights written to {weights}")

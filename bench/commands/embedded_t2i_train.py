@@ -11,29 +11,14 @@ OPTIONS = ("steps", "batch_size", "seed", "checkpoint_every")
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from bench.commands.train_options import apply_train_options
     from bench.embedded.t2i.loader import WEIGHTS_DIR
     from bench.embedded.t2i.train import T2ITrainConfig, train
     from bench.embedded.train import install_weights
 
     if args.classifier_epochs is not None:
         raise UserError("--classifier-epochs belongs to the digits model: embedded-t2i reuses its classifier")
-    cfg = T2ITrainConfig()
-    for name in OPTIONS:
-        value = getattr(args, name)
-        if value is not None:
-            if value < 0 or (value == 0 and name in ("batch_size", "checkpoint_every")):
-                raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
-            setattr(cfg, name, value)
-    for name in ("text_steps", "clip_steps", "contrastive_batch"):
-        value = getattr(args, name, None)
-        if value is not None:
-            if value < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-            setattr(cfg, name, value)
-    if args.threads < 1:
-        raise UserError(f"--threads must be >= 1, got {args.threads}")
-    if args.out.exists() and not args.out.is_dir():
-        raise UserError(f"--out {args.out} exists and is not a directory")
+    cfg = apply_train_options(T2ITrainConfig(), args, OPTIONS + ("text_steps", "clip_steps", "contrastive_batch"))
     weights = train(args.out, cfg, command=command_line(args), threads=args.threads, progress=not args.no_progress)
     print(f"weights written to {weights}")
     if args.install:
