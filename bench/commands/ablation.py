@@ -1,0 +1,86 @@
+"""``flexbench ablation``: how many images rFID, FID and MSE need to rank candidates (Tables 4 and 9).
+
+    flexbench ablation --preset embedded-50 --candidates 20 --k 100,200,500,1000 --store runs/results.sqlite
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from flexiffusion.errors import UserError
+from bench.search.setup import _ints
+
+
+def run_ablation(args) -> int:
+    from tqdm.auto import tqdm
+
+    from bench.evaluation.setting import EvaluationSetting
+    from bench.search import ablation
+    from bench.search.driver import check_store_file
+    from bench.search.presets import get_preset
+    from bench.search.setup import space_of
+    from bench.store import ResultStore
+
+    ks = _ints(args.k, "--k")
+    config = ablation.AblationConfig(args.preset, args.candidates, ks, args.reference_images, args.seed,
+                                     args.first_seed)
+    preset = get_preset(args.preset)
+    args.layout = getattr(args, "layout", "tile")
+    space, _, _ = space_of(args, preset)
+    check_store_file(args.store)
+    out = Path(args.out or Path("runs") / "ablation" / f"{preset.name}-s{config.seed}")
+    setting = EvaluationSetting.for_images(config.n_sampled, config.first_seed, model=preset.model,
+                                           scheduler=preset.scheduler, grid_length=space.grid, fitness="rfid",
+                                           batch_size=args.batch_size, device=args.device, threads=args.threads)
+    print(f"ablation {preset.name}: {config.candidates} random candidates (seed {config.seed}), sampled once at "
+          f"{config.n_sampled} images (k = {', '.join(map(str, config.ks))} are its first k); reference: FID vs "
+          f"all real digits with {config.n_reference} images; store {args.store}")
+    source = ablation.EvaluatorSource(setting, space, cache_dir=args.cache_dir)
+    bar = tqdm(total=config.candidates, desc="ablation", unit="cand")
+    with ResultStore(args.store) as store:
+        try:
+            records, new = ablation.evaluate_candidates(
+                config, space, source, store,
+                lambda done, n_new: (bar.update(1), bar.set_postfix(new=n_new, stored=done - n_new)))
+        finally:
+            bar.close()
+        summary = ablation.summarize(records, config)
+        base = {"model": source.row_fields["model"], "weights": source.row_fields["weights"],
+                "scheduler": preset.scheduler, "grid": space.grid, "device": args.device,
+                "seeds": f"{config.first_seed}-{config.first_seed + config.n_sampled - 1}"}
+        from bench.cache import stable_hash
+
+        key = f"ablation-summary/{source.key}/{stable_hash([r['digest'] for r in records] + list(config.ks))}"
+        store.put(key, ablation.summary_rows(summary, config, base))
+    out.mkdir(parents=True, exist_ok=True)
+    df = ablation.frame(summary)
+    df.to_csv(out / "tau.csv", index=False)
+    ablation.plot(summary, out / "tau_vs_k.png")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True))
+    noise = summary["reference_noise"]
+    print(f"evaluations: {new} new, {len(records) - new} read from the store")
+    print(f"reference: FID of {config.n_reference} generated images vs all real digits; its own noise: tau "
+          f"{noise['kendall_tau']:.3f} (p {noise['p_value']:.2g}) between its two disjoint {config.n_reference // 2}"
+          "-image halves")
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"wrote {out / 'tau.csv'}, {out / 'tau_vs_k.png'}, {out / 'summary.json'}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ablation", help="rFID / FID / MSE image-count ablation (Tables 4 and 9): Kendall tau vs k",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="embedded-50", help="search preset whose space candidates are drawn from")
+    p.add_argument("--candidates", type=int, default=20, help="random candidates (default 20)")
+    p.add_argument("--k", default="100,200,500,1000", help="image counts, comma-separated (default 100,200,500,1000)")
+    p.add_argument("--reference-images", type=int, default=None,
+                   help="generated images of the reference FID vs real data (default: the largest k)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the candidate draw")
+    p.add_argument("--first-seed", type=int, default=0, help="first image seed")
+    p.add_argument("--store", default="runs/results.sqlite", help="results store (resumable)")
+    p.add_argument("--out", default=None, help="folder of tau.csv, tau_vs_k.png, summary.json")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--cache-dir", default=None, help="teacher / feature cache (default FLEXBENCH_CACHE)")
+    p.set_defaults(func=run_ablation)
