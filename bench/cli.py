@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "bench.commands.search_bench",
     "bench.commands.run",
     "bench.commands.ablation",
+    "bench.commands.bench_compare",
 ]
 
 
