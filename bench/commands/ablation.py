@@ -35,9 +35,9 @@ def run_ablation(args) -> int:
     print(f"ablation {preset.name}: {config.candidates} random candidates (seed {config.seed}), sampled once at "
           f"{config.n_sampled} images (k = {', '.join(map(str, config.ks))} are its first k); reference: FID vs "
           f"all real digits with {config.n_reference} images; store {args.store}")
-    source = ablation.EvaluatorSource(setting, space, cache_dir=args.cache_dir)
-    bar = tqdm(total=config.candidates, desc="ablation", unit="cand")
-    with ResultStore(args.store) as store:
+    with ResultStore(args.store) as store:  # opened (newer schema / lock refused) before the model loads
+        source = ablation.EvaluatorSource(setting, space, cache_dir=args.cache_dir)
+        bar = tqdm(total=config.candidates, desc="ablation", unit="cand")
         try:
             records, new = ablation.evaluate_candidates(
                 config, space, source, store,
