@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "bench.commands.search",
     "bench.commands.search_bench",
     "bench.commands.run",
+    "bench.commands.experiment",
 ]
 
 
