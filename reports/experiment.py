@@ -128,9 +128,13 @@ def render(spec, model: str, cells, comparisons, store, out_dir) -> Path:
     df, raw, prov, notes, records = collect(spec, cells, store)
     if spec.name == "figB1":   # one row per preset and branch reads better long
         df = _branch_table(records)
+    if spec.name == "fig4":    # one row per branch
+        df = _per_method(records, spec.columns)
     comp = _comparison_lines(comparisons, store)
-    foot = [f"Model: {model}. Provenance of each row (src) in provenance.json.",
-            "FID/rFID: value [95% bootstrap interval over images (basic interval)]."] + notes + comp
+    foot = [f"Model: {model}. Provenance of each row (src) in provenance.json."]
+    if {"fid", "rfid"} & set(spec.columns):
+        foot.append("FID/rFID: value [95% bootstrap interval over images (basic interval)].")
+    foot += notes + comp
     paths = write_tables(df, out, spec.title, foot, raw)
     (out / "provenance.json").write_text(json.dumps({"experiment": spec.name, "model": model, "rows": prov,
                                                      "comparisons": comp}, indent=1, default=str))
@@ -149,3 +153,9 @@ def _branch_table(records) -> pd.DataFrame:
             if x["metric"].startswith("fraction_"):
                 table.setdefault(f"{x['model']} ({x['metric'][9:]})", {})[f"b{x['extra']['branch']}"] = f"{x['value']:.3f}"
     return pd.DataFrame.from_dict(table, orient="index").fillna("")
+
+
+def _per_method(records, columns) -> pd.DataFrame:
+    table = {f"{x['model']}, {x['method']}": {header(x["metric"]): with_spread(x["metric"], {x["metric"]: x["value"]})}
+             for r in records for x in r["rows"] if x["metric"] in columns}
+    return pd.DataFrame.from_dict(table, orient="index")
