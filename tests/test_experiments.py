@@ -157,3 +157,17 @@ def test_an_experiment_end_to_end_on_the_embedded_model(tmp_path, monkeypatch):
     md = (tmp_path / "out" / "table6" / "table.md").read_text()
     assert "DPM-Solver-3 15" in md and "paired bootstrap" in md
     assert main(argv) == 0   # second run: everything reused
+
+
+def test_a_stored_search_becomes_the_flexiffusion_row(tmp_path):
+    from bench.experiments.searched import searched_plan
+
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        assert searched_plan(store, "embedded-50") is None
+        for name, steps in (("embedded-50-tile-s0", ["f", "p1", "n"]), ("embedded-33-tile-s0", ["f", "n", "n"])):
+            store.put(f"flexiffusion-search/{name}", [{"experiment": "search", "method": "flexiffusion",
+                                                        "metric": "best_fitness", "value": 0.7,
+                                                        "plan": {"name": "best", "steps": steps, "fitness": 0.7},
+                                                        "extra": {"search": name}}])
+        plan, name = searched_plan(store, "embedded-50")
+        assert name == "embedded-50-tile-s0" and plan.tokens() == ["f", "p1", "n"]
