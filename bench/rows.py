@@ -100,7 +100,7 @@ def row_key(bundle, run: Run, setting: RowSetting, bootstrap: int = 0) -> str:
              "config": run.config, "plan": run.plan.digest(), "scheduler": run.scheduler_name,
              "setting": asdict(setting)}
     if bootstrap:   # only then: keys of rows without a spread stay what they were
-        ident["bootstrap"] = {"b": bootstrap, "interval": "basic", "level": 0.95}
+        ident["bootstrap"] = {"b": bootstrap, "interval": "normal", "level": 0.95}
     return f"{EXPERIMENT}:{bundle.name}:{run.label}:{_hash(json.loads(json.dumps(ident, default=str)))}"
 
 
@@ -222,7 +222,7 @@ def measure(bundle, run: Run, setting: RowSetting, store=None, cache_dir=None, p
               "seeds": f"{setting.seed0}-{setting.seed0 + setting.n_images - 1}",
               "device": str(bundle.device), "threads": torch.get_num_threads(),
               "extra": {"method": run.method, "config": run.config, "setting": asdict(setting), **run.extra,
-                        **({"bootstrap": {"b": bootstrap, "level": 0.95, "interval": "basic", "over": "images"}} if bootstrap else {})}}
+                        **({"bootstrap": {"b": bootstrap, "level": 0.95, "interval": "normal", "over": "images"}} if bootstrap else {})}}
     rows = [{**common, "metric": m, "value": float(v)} for m, v in values.items()]
     if store is not None:
         store.put(key, rows)

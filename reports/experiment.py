@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import figures
-from .cells import COST_METRICS, header, with_spread
+from .cells import COST_METRICS, header, interval, with_spread
 from .tables import write_tables
 
 PROVENANCE = ("model", "weights", "n_images", "seeds", "device", "threads", "git_commit", "created", "scheduler")
@@ -63,7 +63,12 @@ def collect(spec, cells, store):
         line["src"] = f"p{n}"
         display[cell.label] = line
         raw[cell.label] = {**values, "status": cell.status}
-        records.append({"label": cell.label, "plan": cell.plan, "rows": rows, **values})
+        spread = {}
+        for m in ("fid", "rfid"):
+            lo, hi = interval(m, values)
+            if lo is not None:
+                spread.update({f"{m}_low": lo, f"{m}_high": hi})
+        records.append({"label": cell.label, "plan": cell.plan, "rows": rows, **values, **spread})
     df = pd.DataFrame.from_dict(display, orient="index")
     return df, pd.DataFrame.from_dict(raw, orient="index"), prov, notes, records
 
@@ -133,7 +138,7 @@ def render(spec, model: str, cells, comparisons, store, out_dir) -> Path:
     comp = _comparison_lines(comparisons, store)
     foot = [f"Model: {model}. Provenance of each row (src) in provenance.json."]
     if {"fid", "rfid"} & set(spec.columns):
-        foot.append("FID/rFID: value [95% bootstrap interval over images (basic interval)].")
+        foot.append("FID/rFID: value [95% normal bootstrap interval over images: value -/+ 1.96 sd of B resamples].")
     foot += notes + comp
     paths = write_tables(df, out, spec.title, foot, raw)
     (out / "provenance.json").write_text(json.dumps({"experiment": spec.name, "model": model, "rows": prov,

@@ -79,7 +79,7 @@ def test_render_a_tiny_store(tmp_path):
 
     spec = parse(TINY, "tiny", Path("tiny.toml"))
     store = ResultStore(tmp_path / "s.sqlite")
-    _put(store, "kA", "A", {"nfe": 10, "avg_macs_paper_g": 0.0712, "fid": 58.964, "fid_low": 50.1, "fid_high": 66.0,
+    _put(store, "kA", "A", {"nfe": 10, "avg_macs_paper_g": 0.0712, "fid": 58.964, "fid_sd": 4.0,
                             "rfid": 3.5})
     store.put("kB-cost", [{"experiment": "costs", "method": "B", "weights": "random", "metric": "nfe", "value": 10},
                           {"experiment": "costs", "method": "B", "weights": "random", "metric": "avg_macs_paper_g",
@@ -91,13 +91,13 @@ def test_render_a_tiny_store(tmp_path):
              Cell("B", "cost only", ["kB-cost"], command="flexbench experiment tiny --model x --weights PATH")]
     out = render(spec, "embedded", cells, [Comparison("A", "B", "cmp")], store, tmp_path / "out")
     md = (out / "table.md").read_text()
-    assert "| A " in md and "58.96 [50.10, 66.00]" in md and "0.0712" in md
+    assert "| A " in md and "58.96 [51.12, 66.80]" in md and "0.0712" in md
     assert "needs weights [1]" in md and "`flexbench experiment tiny --model x --weights PATH`" in md
     assert "**not significant**" in md and "[-9.00, +6.00]" in md
     b_line = next(line for line in md.splitlines() if line.startswith("| B "))
     assert "0.095" in b_line and "needs weights" in b_line        # cost filled, quality not
     tex = (out / "table.tex").read_text()
-    assert r"\begin{tabular}" in tex and "58.96 [50.10, 66.00]" in tex
+    assert r"\begin{tabular}" in tex and "58.96 [51.12, 66.80]" in tex
     csv = (out / "table.csv").read_text()
     assert "58.964" in csv and "cost only" in csv
     prov = json.loads((out / "provenance.json").read_text())

@@ -17,7 +17,7 @@ def compare_pair(a: str, b: str, cells: dict, store, options) -> Comparison:
     if missing:
         return Comparison(a, b, reason=f"no quality rows for {', '.join(missing)}")
     ka, kb = ca.keys[-1], cb.keys[-1]
-    key = f"compare:{a}:{b}:" + stable_hash({"a": ka, "b": kb, "b_boot": options.bootstrap})
+    key = f"compare:{a}:{b}:" + stable_hash({"a": ka, "b": kb, "b_boot": options.bootstrap, "interval": "normal"})
     if store.has(key):
         return Comparison(a, b, key)
     fa, fb = row_features(ka, options.cache_dir), row_features(kb, options.cache_dir)
@@ -32,7 +32,7 @@ def compare_pair(a: str, b: str, cells: dict, store, options) -> Comparison:
     d = bootstrap_difference(fa, fb, ref, b=options.bootstrap)
     common = {"experiment": "comparison", "method": f"{a} - {b}", "model": first["model"],
               "weights": first["weights"], "n_images": first["n_images"], "seeds": first["seeds"],
-              "extra": {"a": ka, "b": kb, "b_resamples": d.b, "level": d.level, "paired": "same seeds",
+              "extra": {"a": ka, "b": kb, "b_resamples": d.b, "level": d.level, "paired": "same seeds", "interval": "normal",
                         "significant": d.significant}}
     store.put(key, [{**common, "metric": m, "value": v} for m, v in
                     (("fid_diff", d.value), ("fid_diff_low", d.low), ("fid_diff_high", d.high),

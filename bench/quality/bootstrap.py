@@ -1,13 +1,14 @@
-"""Bootstrap spread of FID over images (Efron's bootstrap, *basic* interval).
+"""Bootstrap spread of FID over images (Efron's bootstrap, normal interval).
 
 A quality figure on a few hundred images is noisy: :func:`bootstrap_fid` resamples the candidate's image features
 with replacement ``B`` times (the reference's too, unless ``resample_reference=False``), recomputes FID each time
-and reports the basic (reverse-percentile) interval ``[2 v - q_hi, 2 v - q_lo]`` at ``level``.  Not the plain
-percentile interval: a resample repeats images, which shrinks its covariance's effective sample size and biases
-FID upward, so the percentile interval of FID often lies entirely above the value; the basic interval reflects that
-bias back.  The standard deviation of the replicates is kept too.  :func:`bootstrap_difference` is the paired version for two
-methods sampled from the *same seeds* (image i of both sets comes from seed i): the same resampled indices are
-used for both, and the difference is called significant only when its interval excludes 0.
+and reports the replicates' standard deviation and the normal bootstrap interval ``v -/+ z sd`` at ``level``.
+Not the percentile or basic interval: a resample repeats images, which shrinks its covariance's effective sample
+size (about 63 % distinct images) and biases FID upward, by far more than its spread when the number of images is
+near the feature dimension; the percentile interval then lies wholly above the value and the basic one wholly below
+(both seen on the embedded model at 200 images, 128-d features).  The sd is less affected, and the paired
+difference of :func:`bootstrap_difference` (two methods sampled from the *same seeds*, the same resampled indices
+for both) cancels most of the bias: a difference is called significant only when its interval excludes 0.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def _fid(x: np.ndarray, y: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Spread:
-    """A point value with its bootstrap (basic) interval and the replicates' standard deviation."""
+    """A point value with its normal bootstrap interval and the replicates' standard deviation."""
 
     value: float
     low: float
@@ -47,11 +48,17 @@ class Spread:
         return self.low > 0 or self.high < 0
 
 
+def normal_interval(value: float, sd: float, level: float = DEFAULT_LEVEL) -> tuple[float, float]:
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    return value - z * sd, value + z * sd
+
+
 def _interval(value: float, samples: np.ndarray, b: int, level: float) -> Spread:
-    alpha = (1 - level) / 2
-    q_low, q_high = np.quantile(samples, [alpha, 1 - alpha])
-    return Spread(float(value), float(2 * value - q_high), float(2 * value - q_low), float(samples.std(ddof=1)),
-                  b, level)
+    sd = float(samples.std(ddof=1))
+    low, high = normal_interval(value, sd, level)
+    return Spread(float(value), float(low), float(high), sd, b, level)
 
 
 def _check(b: int, level: float) -> None:
