@@ -93,7 +93,7 @@ def _plots(spec, records, out: Path) -> list[dict]:
     if spec.plot == "pareto":
         for y in ("fid", "rfid"):
             if any(r.get(y) is not None for r in records):
-                p = figures.pareto(records, out / f"pareto_{y}.png", y=y, title=f"{spec.title}: avg MACs vs {y}")
+                p = figures.pareto(records, out / f"pareto_{y}.png", y=y, title=f"{spec.name}: avg MACs vs {y}")
                 made.append({"file": p.name, "title": f"Pareto front, avg MACs vs {y}"})
     if spec.plot == "schedules" or spec.plot == "pareto":
         plans = {r["label"]: r["plan"] for r in records if r.get("plan")}

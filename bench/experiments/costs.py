@@ -30,13 +30,13 @@ def plan_cost_rows(store, preset: str, plan, scheduler: str, label: str, teacher
     return key
 
 
-def branch_rows(store, preset: str) -> str:
-    """Fig. B.1 rows of one preset: MACs of partial(b) / full, both conventions; returns the key."""
+def branch_rows(store, preset: str) -> tuple[str, bool]:
+    """Fig. B.1 rows of one preset: MACs of partial(b) / full, both conventions; returns (key, reused)."""
     from bench.cost.macs import cache_key, preset_table
 
     key = f"figB1:{preset}:" + stable_hash(cache_key(preset))
     if store.has(key):
-        return key
+        return key, True
     table = preset_table(preset)
     rows = []
     for conv in ("paper", "complete"):
@@ -46,4 +46,4 @@ def branch_rows(store, preset: str) -> str:
                          "extra": {"branch": b, "preset": preset, "convention": conv,
                                    "full_g": table.unet_macs("full", None, conv) / G}})
     store.put(key, rows)
-    return key
+    return key, False

@@ -102,9 +102,10 @@ def fill(spec: ExperimentSpec, store, options: Options) -> tuple[list[Cell], lis
     command = fill_command(spec.name, model)
     cells: list[Cell] = []
     if spec.name == "figB1":
-        return [Cell(m, "planned" if options.dry_run else "measured",
-                     [] if options.dry_run else [_branch_key(store, m)])
-                for m in ([options.model] if options.model else spec.models)], []
+        if options.dry_run:
+            return [Cell(m, "planned") for m in spec.models], []
+        done = [(m, *_branch_key(store, m)) for m in ([options.model] if options.model else spec.models)]
+        return [Cell(m, "reused" if reused else "measured", [key]) for m, key, reused in done], []
     if spec.name == "fig4":
         return [_similarity_cell(spec, model, store, options, have_weights, command)], []
     if spec.filled_by and not spec.rows:
