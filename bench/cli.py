@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "bench.commands.run",
     "bench.commands.ablation",
     "bench.commands.bench_compare",
+    "bench.commands.experiment",
 ]
 
 

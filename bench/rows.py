@@ -95,10 +95,12 @@ def _hash(obj) -> str:
     return stable_hash(obj)
 
 
-def row_key(bundle, run: Run, setting: RowSetting) -> str:
+def row_key(bundle, run: Run, setting: RowSetting, bootstrap: int = 0) -> str:
     ident = {"rows": ROWS_VERSION, "model": bundle.name, "weights": bundle.weights_id, "method": run.method,
              "config": run.config, "plan": run.plan.digest(), "scheduler": run.scheduler_name,
              "setting": asdict(setting)}
+    if bootstrap:   # only then: keys of rows without a spread stay what they were
+        ident["bootstrap"] = {"b": bootstrap, "interval": "normal", "level": 0.95}
     return f"{EXPERIMENT}:{bundle.name}:{run.label}:{_hash(json.loads(json.dumps(ident, default=str)))}"
 
 
@@ -164,11 +166,39 @@ def teacher_rfid(bundle, setting: RowSetting, prompts, cache_dir=None, progress:
                         cache_dir=cache_dir)
 
 
-def measure(bundle, run: Run, setting: RowSetting, store=None, cache_dir=None, progress: bool = True
-            ) -> tuple[list[dict], bool]:
-    """``(rows, reused)``: the run's rows, from ``store`` when its key is there, else measured (and stored)."""
+def spread(images, setting: RowSetting, rfid, key: str, b: int, cache_dir=None) -> dict:
+    """Bootstrap intervals of FID and rFID over images (bench.quality.bootstrap); the image features are kept in
+    the cache under the row key (stage ``row-features``) for paired comparisons between rows."""
+    from bench.cache import Cache
+    from bench.quality import FeatureSet, as_images
+    from bench.quality.bootstrap import DEFAULT_LEVEL, bootstrap_fid
+    from bench.quality.sources import resolve_input
+
+    layer = rfid.layer
+    mine = FeatureSet(as_images(images, "method"), rfid.extractor, [layer]).features(layer)
+    real, label = resolve_input(setting.real, "real")
+    ref = FeatureSet(real, rfid.extractor, [layer], source=label, cache=Cache(cache_dir)).features(layer)
+    Cache(cache_dir).save("row-features", {"row": key}, mine, key.split(":")[-2])
+    out = {}
+    for name, other in (("fid", ref), ("rfid", rfid.teacher_features().features(layer))):
+        s = bootstrap_fid(mine, other, b=b, level=DEFAULT_LEVEL, resample_reference=name == "fid")
+        out.update({f"{name}_low": s.low, f"{name}_high": s.high, f"{name}_sd": s.sd})
+    return out
+
+
+def row_features(key: str, cache_dir=None):
+    """The image features a row with a bootstrap spread kept (None if not in the cache)."""
+    from bench.cache import Cache
+
+    return Cache(cache_dir).load("row-features", {"row": key}, key.split(":")[-2])
+
+
+def measure(bundle, run: Run, setting: RowSetting, store=None, cache_dir=None, progress: bool = True,
+            bootstrap: int = 0) -> tuple[list[dict], bool]:
+    """``(rows, reused)``: the run's rows, from ``store`` when its key is there, else measured (and stored).
+    ``bootstrap`` = B > 0 adds percentile intervals (95 %) of FID and rFID over B resamples of the images."""
     setting.validate()
-    key = row_key(bundle, run, setting)
+    key = row_key(bundle, run, setting, bootstrap)
     if store is not None and store.has(key):
         return store.get(key), True
     prompts = setting.prompt_list(bundle)
@@ -184,12 +214,15 @@ def measure(bundle, run: Run, setting: RowSetting, store=None, cache_dir=None, p
         values[f"speedup_{conv}"] = teacher_total[conv] / macs[conv]
     values["latency_s_per_image"] = wall / setting.n_images
     values.update(quality(bundle, images, setting, rfid, prompts, cache_dir))
+    if bootstrap:
+        values.update(spread(images, setting, rfid, key, bootstrap, cache_dir))
     common = {"experiment": EXPERIMENT, "method": run.label, "model": bundle.name, "weights": bundle.weights_id,
               "plan_digest": run.plan.digest(), "plan": run.plan.to_dict(), "scheduler": run.scheduler_name,
               "grid": len(run.plan), "n_images": setting.n_images,
               "seeds": f"{setting.seed0}-{setting.seed0 + setting.n_images - 1}",
               "device": str(bundle.device), "threads": torch.get_num_threads(),
-              "extra": {"method": run.method, "config": run.config, "setting": asdict(setting), **run.extra}}
+              "extra": {"method": run.method, "config": run.config, "setting": asdict(setting), **run.extra,
+                        **({"bootstrap": {"b": bootstrap, "level": 0.95, "interval": "normal", "over": "images"}} if bootstrap else {})}}
     rows = [{**common, "metric": m, "value": float(v)} for m, v in values.items()]
     if store is not None:
         store.put(key, rows)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("flexiffusion", "bench", "baselines")
+PACKAGES = ("flexiffusion", "bench", "baselines", "reports")
 
 
 def _module_name(path: Path) -> str:
@@ -113,6 +113,12 @@ FORBIDDEN = [
                          "bench.cli", "baselines")),
     (("bench.generate",), ("bench.quality", "bench.evaluation", "bench.commands", "bench.cli")),
     (("bench.quality",), ("bench.generate", "bench.evaluation", "bench.commands", "bench.cli", "baselines")),
+    # renderers read the store (and experiment specs as data); nothing below them imports them
+    (("flexiffusion", "bench", "baselines"), ("reports",)),
+    (("reports",), ("bench.generate", "bench.models", "bench.evaluation", "bench.rows", "bench.experiments.runner",
+                    "bench.search", "baselines")),
+    (("bench.experiments.spec", "bench.experiments.models", "bench.experiments.cells"),
+     ("bench.generate", "bench.models", "bench.quality", "bench.evaluation", "baselines", "reports")),
 ]
 
 

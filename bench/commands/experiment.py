@@ -1,0 +1,76 @@
+"""``flexbench experiment NAME``: run the missing cells of a paper table / figure (bench/experiments/specs/) into
+the results store, reusing every stored result by key, then render it from the store only (reports/) into
+OUT/NAME/.  ``--list`` names them all; ``--dry-run`` says what would run and writes nothing."""
+from __future__ import annotations
+
+import time
+
+from flexiffusion.errors import UserError
+
+DEFAULT_STORE = "runs/results.sqlite"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("experiment", help="run and render one paper table or figure (experiments as data)")
+    p.add_argument("name", nargs="?", help="table1 .. table10, fig4, figB1, figD1, figH1 (--list)")
+    p.add_argument("--list", action="store_true", help="list the experiments and exit")
+    p.add_argument("--model", help="model to run on (default: the experiment's first, usually embedded)")
+    p.add_argument("--weights", help="weights folder of a non-shipped model (DDPM, LDM, SD)")
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"results store (default {DEFAULT_STORE})")
+    p.add_argument("--out", default="runs/experiments", help="output folder (OUT/NAME/...)")
+    p.add_argument("--images", type=int, help="images per row (default: the experiment's)")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for intervals (default 200)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="say what would run; write nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def _list() -> int:
+    from bench.experiments.spec import known, load
+
+    for name in known():
+        s = load(name)
+        print(f"{name:8s} {s.kind:6s} models {', '.join(s.models):40s} {s.title}")
+    return 0
+
+
+def run(args) -> int:
+    from bench.experiments.runner import Options, fill, resolve_model
+    from bench.experiments.spec import known, load
+
+    if args.list:
+        return _list()
+    if not args.name:
+        raise UserError(f"name an experiment: one of {', '.join(known())} (or --list)")
+    spec = load(args.name)
+    if args.images is not None and args.images < 10:
+        raise UserError(f"--images {args.images}: a row needs at least 10 images")
+    if args.bootstrap < 2:
+        raise UserError(f"--bootstrap {args.bootstrap}: use at least 2 resamples (200 is the default)")
+    model = resolve_model(spec, args.model)
+    if args.weights is not None:
+        from pathlib import Path
+
+        if not Path(args.weights).exists():
+            raise UserError(f"--weights {args.weights}: no such folder (give the model's diffusers folder)")
+    opts = Options(model if (args.model or spec.name != "figB1") else None, args.weights, args.images, args.bootstrap, args.dry_run, progress=not args.quiet)
+    if args.dry_run:
+        cells, _ = fill(spec, None, opts)
+        for c in cells:
+            print(f"{c.label}: {c.status}" + (f"  ({c.command})" if c.command else ""))
+        return 0
+    from flexiffusion.threads import num_threads
+
+    from bench.store import ResultStore
+    from reports.experiment import render
+
+    t0 = time.perf_counter()
+    with ResultStore(args.store) as store, num_threads(args.threads):
+        cells, comparisons = fill(spec, store, opts)
+        out = render(spec, model, cells, comparisons, store, args.out)
+    print((out / "table.md").read_text())
+    counts = {s: sum(c.status == s for c in cells) for s in sorted({c.status for c in cells})}
+    print(f"{spec.name} on {model}: {', '.join(f'{n} {s}' for s, n in counts.items())}; "
+          f"{time.perf_counter() - t0:.1f} s; written to {out}")
+    return 0

@@ -1,0 +1,31 @@
+"""One cell of an experiment = one row of its table on one model: what fills it and what it is now.
+
+Statuses: ``measured`` / ``reused`` (quality and cost rows in the store), ``cost only`` (the model's weights are
+not here: MACs from the real architecture with random weights, quality cells say "needs weights"), ``search``
+(a Flexiffusion row: filled by a stored search), ``elsewhere`` (another command writes the rows), ``planned``
+(--dry-run)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Cell:
+    label: str
+    status: str
+    keys: list = field(default_factory=list)     # store keys whose rows fill this cell
+    command: str = ""                            # the command that fills what is missing
+    note: str = ""
+    plan: list | None = None                     # step tokens (schedule strips)
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "status": self.status, "keys": self.keys, "command": self.command,
+                "note": self.note}
+
+
+@dataclass
+class Comparison:
+    a: str
+    b: str
+    key: str = ""              # store key of the difference's rows; "" when a side is missing
+    reason: str = ""

@@ -1,0 +1,122 @@
+"""An experiment file (TOML, ``bench/experiments/specs/NAME.toml``) parsed into dataclasses, strictly: an unknown
+field, a missing one or a value of the wrong type is one UserError line naming the field and the file.
+
+Top level: ``title``, ``kind`` (table | figure), ``paper`` (what the paper's table/figure shows), ``models`` (the
+models it is for; the first is the default), ``columns`` (metrics, in order), ``images`` (default images per row), ``teacher_steps``
+(the DDIM teacher of rFID and the MACs speed-up),
+``plot`` (none | pareto | branches | similarity | quality-vs-branch | schedules), ``filled_by`` (a command of
+another part of the suite that writes this experiment's rows into the store, e.g. the rFID ablation), ``compare``
+(pairs of row labels whose FID difference gets a paired bootstrap), ``[[rows]]``: ``label``, ``method`` +
+``config`` (+ ``tome``) from the baselines registry, or ``search`` (a Flexiffusion search preset, or a table model -> preset:
+the row is the stored search's best plan), ``note``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from flexiffusion.errors import UserError
+
+from .models import MODELS
+
+KINDS = ("table", "figure")
+PLOTS = ("none", "pareto", "branches", "similarity", "quality-vs-branch", "schedules")
+SPEC_DIR = Path(str(resources.files("bench.experiments") / "specs"))
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    label: str
+    method: str = ""
+    config: dict = field(default_factory=dict)
+    tome: dict | None = None
+    search: str | dict = ""      # a search preset, or {model = preset}: rows without the model's preset drop out
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    name: str
+    title: str
+    kind: str
+    paper: str
+    models: list
+    columns: list
+    rows: list = field(default_factory=list)
+    images: int = 200
+    teacher_steps: int = 100
+    plot: str = "none"
+    filled_by: str = ""
+    compare: list = field(default_factory=list)
+    path: str = ""
+
+    @property
+    def default_model(self) -> str:
+        return self.models[0]
+
+
+def _check_fields(cls, data: dict, where: str, path: Path, skip=("name", "path")) -> dict:
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: {where} must be a table of fields")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            raise UserError(f"{path}: {where} has no field {key!r} (fields: {', '.join(fields)})")
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and name not in data:
+            raise UserError(f"{path}: {where} misses the field {name!r}")
+        if name in data:
+            kinds = typing.get_args(hints[name]) or (hints[name],)
+            kinds = tuple(typing.get_origin(k) or k for k in kinds if k is not type(None))
+            value = data[name]
+            if not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
+                raise UserError(f"{path}: {where}.{name} = {value!r}: expected {' or '.join(k.__name__ for k in kinds)}")
+    return data
+
+
+def parse(text: str, name: str, path: Path) -> ExperimentSpec:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: malformed TOML ({exc})") from None
+    _check_fields(ExperimentSpec, data, "the experiment", path)
+    rows = []
+    for i, r in enumerate(data.pop("rows", [])):
+        _check_fields(RowSpec, r, f"rows[{i}]", path, skip=())
+        if bool(r.get("method")) == bool(r.get("search")):
+            raise UserError(f"{path}: rows[{i}] ({r['label']}) needs exactly one of 'method' or 'search'")
+        rows.append(RowSpec(**r))
+    spec = ExperimentSpec(name=name, rows=rows, path=str(path), **data)
+    if spec.kind not in KINDS:
+        raise UserError(f"{path}: kind = {spec.kind!r}: choose one of {', '.join(KINDS)}")
+    if spec.plot not in PLOTS:
+        raise UserError(f"{path}: plot = {spec.plot!r}: choose one of {', '.join(PLOTS)}")
+    bad = [m for m in spec.models if m not in MODELS]
+    if bad or not spec.models:
+        raise UserError(f"{path}: models = {spec.models!r}: each must be one of {', '.join(MODELS)}")
+    labels = {r.label for r in rows}
+    for pair in spec.compare:
+        if len(pair) != 2 or not set(pair) <= labels:
+            raise UserError(f"{path}: compare entry {pair!r} must name two row labels of this file")
+    return spec
+
+
+def load_file(path) -> ExperimentSpec:
+    path = Path(path)
+    return parse(path.read_text(), path.stem, path)
+
+
+def known() -> list[str]:
+    return sorted(p.stem for p in SPEC_DIR.glob("*.toml"))
+
+
+def load(name: str) -> ExperimentSpec:
+    if name not in known():
+        raise UserError(f"unknown experiment {name!r}: choose one of {', '.join(known())}")
+    return load_file(SPEC_DIR / f"{name}.toml")

@@ -1,0 +1,166 @@
+"""Render one experiment from the results store only: ``OUT/NAME/`` gets table.md / .tex / .csv, provenance.json
+(per row: model, weights, images, seeds, device, threads, git commit, time, store keys), its plots (PNG) and
+manifest.json (files with titles) for the HTML gatherer.  Cells without a value say why ("needs weights [n]",
+"search [n]"): footnote n names the command that fills them.  Comparisons are rendered with their paired
+bootstrap interval and "significant" / "not significant"."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from . import figures
+from .cells import COST_METRICS, header, interval, with_spread
+from .tables import write_tables
+
+PROVENANCE = ("model", "weights", "n_images", "seeds", "device", "threads", "git_commit", "created", "scheduler")
+
+
+def _values(store, keys) -> tuple[dict, list[dict]]:
+    values, rows = {}, []
+    for key in keys:
+        got = store.get(key) or []
+        rows += got
+        for r in got:
+            values.setdefault(r["metric"], r["value"])
+    return values, rows
+
+
+def _provenance(cell, rows) -> dict:
+    out = {"label": cell.label, "status": cell.status, "keys": cell.keys, "command": cell.command,
+           "note": cell.note, "sources": []}
+    seen = set()
+    for r in rows:
+        if r["key"] in seen:
+            continue
+        seen.add(r["key"])
+        src = {c: r.get(c) for c in PROVENANCE}
+        src["key"] = r["key"]
+        src["bootstrap"] = (r.get("extra") or {}).get("bootstrap")
+        out["sources"].append(src)
+    return out
+
+
+def collect(spec, cells, store):
+    """(display DataFrame, raw DataFrame, provenance list, footnotes, records for plots)."""
+    display, raw, prov, notes, records, ids = {}, {}, [], [], [], {}
+    for n, cell in enumerate(cells, start=1):
+        values, rows = _values(store, cell.keys)
+        prov.append({"id": f"p{n}", **_provenance(cell, rows)})
+        why = {"cost only": "needs weights", "search": "search", "elsewhere": "not yet filled",
+               "planned": "planned", "needs weights": "needs weights"}.get(cell.status)
+        i = ids.get(cell.command)
+        if cell.command and i is None:
+            i = ids[cell.command] = len(ids) + 1
+            notes.append(f"[{i}] fills it: `{cell.command}`")
+        line = {}
+        for m in spec.columns:
+            text = with_spread(m, values)
+            if not text and why and not (m in COST_METRICS and cell.status == "cost only"):
+                text = f"{why} [{i}]"
+            line[header(m)] = text
+        line["src"] = f"p{n}"
+        display[cell.label] = line
+        raw[cell.label] = {**values, "status": cell.status}
+        spread = {}
+        for m in ("fid", "rfid"):
+            lo, hi = interval(m, values)
+            if lo is not None:
+                spread.update({f"{m}_low": lo, f"{m}_high": hi})
+        records.append({"label": cell.label, "plan": cell.plan, "rows": rows, **values, **spread})
+    df = pd.DataFrame.from_dict(display, orient="index")
+    return df, pd.DataFrame.from_dict(raw, orient="index"), prov, notes, records
+
+
+def _comparison_lines(comparisons, store) -> list[str]:
+    lines = []
+    for c in comparisons:
+        if not c.key:
+            lines.append(f"{c.a} vs {c.b}: not compared ({c.reason})")
+            continue
+        v = {r["metric"]: r["value"] for r in store.get(c.key)}
+        extra = store.get(c.key)[0]["extra"]
+        verdict = "significant" if extra["significant"] else "not significant"
+        lines.append(f"{c.a} vs {c.b}: ΔFID = {v['fid_diff']:+.2f}, {100 * extra['level']:.0f}% paired bootstrap "
+                     f"interval [{v['fid_diff_low']:+.2f}, {v['fid_diff_high']:+.2f}] (B = {extra['b_resamples']}, "
+                     f"over images, same seeds): **{verdict}**")
+    return lines
+
+
+def _plots(spec, records, out: Path) -> list[dict]:
+    made = []
+    if spec.plot == "pareto":
+        for y in ("fid", "rfid"):
+            if any(r.get(y) is not None for r in records):
+                p = figures.pareto(records, out / f"pareto_{y}.png", y=y, title=f"{spec.name}: avg MACs vs {y}")
+                made.append({"file": p.name, "title": f"Pareto front, avg MACs vs {y}"})
+    if spec.plot == "schedules" or spec.plot == "pareto":
+        plans = {r["label"]: r["plan"] for r in records if r.get("plan")}
+        if plans:
+            p = figures.schedule_strips(plans, out / "schedules.png", spec.title)
+            made.append({"file": p.name, "title": "schedules as step-type strips"})
+    if spec.plot == "quality-vs-branch":
+        for r in records:
+            r["branch"] = next((x["extra"]["config"].get("branch") for x in r["rows"]
+                                if isinstance((x.get("extra") or {}).get("config"), dict)), None)
+        for y in ("fid", "rfid", "avg_macs_paper_g"):
+            if any(r.get(y) is not None and r.get("branch") for r in records):
+                p = figures.line(records, out / f"{y}_vs_branch.png", "branch", y, spec.title)
+                made.append({"file": p.name, "title": f"{y} against skip branch"})
+    if spec.plot == "branches":
+        series = {}
+        for r in records:
+            for x in r["rows"]:
+                if x["metric"] == "fraction_paper":
+                    series.setdefault(x["model"], []).append((x["extra"]["branch"], x["value"]))
+        if series:
+            p = figures.curves(series, out / "macs_vs_branch.png", "branch", "MACs of partial(b) / full (paper)",
+                               spec.title)
+            made.append({"file": p.name, "title": "MACs of a partial step against its branch (Fig. B.1)"})
+    if spec.plot == "similarity":
+        mats = {x["method"]: x["extra"]["matrix"] for r in records for x in r["rows"] if x["metric"].startswith("steps")}
+        if mats:
+            p = figures.heatmaps(mats, out / "similarity.png", spec.title)
+            made.append({"file": p.name, "title": "cosine similarity of cached features between steps"})
+    return made
+
+
+def render(spec, model: str, cells, comparisons, store, out_dir) -> Path:
+    """Write OUT/NAME/...; returns the folder."""
+    out = Path(out_dir) / spec.name
+    out.mkdir(parents=True, exist_ok=True)
+    df, raw, prov, notes, records = collect(spec, cells, store)
+    if spec.name == "figB1":   # one row per preset and branch reads better long
+        df = _branch_table(records)
+    if spec.name == "fig4":    # one row per branch
+        df = _per_method(records, spec.columns)
+    comp = _comparison_lines(comparisons, store)
+    foot = [f"Model: {model}. Provenance of each row (src) in provenance.json."]
+    if {"fid", "rfid"} & set(spec.columns):
+        foot.append("FID/rFID: value [95% normal bootstrap interval over images: value -/+ 1.96 sd of B resamples].")
+    foot += notes + comp
+    paths = write_tables(df, out, spec.title, foot, raw)
+    (out / "provenance.json").write_text(json.dumps({"experiment": spec.name, "model": model, "rows": prov,
+                                                     "comparisons": comp}, indent=1, default=str))
+    files = [{"file": p.name, "title": f"{spec.title} ({k})"} for k, p in paths.items()]
+    files.append({"file": "provenance.json", "title": "provenance of every row"})
+    files += _plots(spec, records, out)
+    (out / "manifest.json").write_text(json.dumps({"experiment": spec.name, "title": spec.title, "model": model,
+                                                   "paper": spec.paper, "files": files}, indent=1))
+    return out
+
+
+def _branch_table(records) -> pd.DataFrame:
+    table: dict = {}
+    for r in records:
+        for x in r["rows"]:
+            if x["metric"].startswith("fraction_"):
+                table.setdefault(f"{x['model']} ({x['metric'][9:]})", {})[f"b{x['extra']['branch']}"] = f"{x['value']:.3f}"
+    return pd.DataFrame.from_dict(table, orient="index").fillna("")
+
+
+def _per_method(records, columns) -> pd.DataFrame:
+    table = {f"{x['model']}, {x['method']}": {header(x["metric"]): with_spread(x["metric"], {x["metric"]: x["value"]})}
+             for r in records for x in r["rows"] if x["metric"] in columns}
+    return pd.DataFrame.from_dict(table, orient="index")

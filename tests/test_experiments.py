@@ -1,0 +1,173 @@
+"""Experiments as data (bench/experiments) and their renderers (reports): strict spec parsing, the CLI's bad input,
+and a tiny store of synthetic rows rendered to markdown / LaTeX / CSV / provenance / manifest / PNG."""
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.experiments.cells import Cell, Comparison
+from bench.experiments.spec import known, load, parse
+from bench.store import ResultStore
+from flexiffusion.errors import UserError
+
+PAPER = ["table1", "table2", "table3", "table4", "table5", "table6", "table7", "table9", "table10",
+         "fig4", "figB1", "figD1", "figH1"]
+TINY = '''
+title = "tiny"
+kind = "table"
+paper = "p"
+models = ["embedded"]
+columns = ["nfe", "avg_macs_paper_g", "fid", "rfid"]
+compare = [["A", "B"]]
+[[rows]]
+label = "A"
+method = "deepcache"
+config = {steps = 10, interval = 2, branch = 1}
+[[rows]]
+label = "B"
+method = "ddim"
+config = {steps = 10}
+'''
+
+
+def test_every_paper_table_and_figure_is_declared_and_parses():
+    assert set(PAPER) <= set(known())
+    from bench.experiments.runner import prepared_rows
+
+    for name in known():
+        spec = load(name)
+        for model in spec.models:
+            prepared_rows(spec, model)   # every row's method and config checked against the registry
+
+
+def test_a_typo_in_a_field_names_the_field_and_the_file(tmp_path):
+    with pytest.raises(UserError, match=r"x\.toml: the experiment has no field 'colums'"):
+        parse(TINY.replace("columns", "colums"), "x", Path("x.toml"))
+    with pytest.raises(UserError, match=r"x\.toml: rows\[1\] has no field 'lable'"):
+        parse(TINY.replace('label = "B"', 'lable = "B"'), "x", Path("x.toml"))
+    with pytest.raises(UserError, match=r"x\.toml: the experiment\.images = 'many': expected int"):
+        parse(TINY.replace('paper = "p"', 'paper = "p"\nimages = "many"'), "x", Path("x.toml"))
+    with pytest.raises(UserError, match="compare entry"):
+        parse(TINY.replace('["A", "B"]', '["A", "C"]'), "x", Path("x.toml"))
+
+
+def test_unknown_experiment_is_one_line_listing_the_known_ones(capsys):
+    assert main(["experiment", "tabel2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown experiment 'tabel2'" in err[0] and "table2" in err[0]
+    assert main(["experiment", "table2", "--model", "sd-v1.5", "--dry-run"]) == 2
+    assert main(["experiment", "--list"]) == 0
+    assert "figB1" in capsys.readouterr().out
+
+
+def test_dry_run_writes_nothing(tmp_path, capsys):
+    assert main(["experiment", "table2", "--dry-run", "--store", str(tmp_path / "s.sqlite"),
+                 "--out", str(tmp_path / "out")]) == 0
+    assert "DeepCache-B: planned" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+
+
+def _put(store, key, label, values, n=200):
+    store.put(key, [{"experiment": "baselines", "method": label, "model": "embedded", "weights": "sha-x",
+                     "n_images": n, "seeds": f"0-{n - 1}", "device": "cpu", "threads": 1, "metric": m, "value": v,
+                     "extra": {"bootstrap": {"b": 50, "level": 0.95}}} for m, v in values.items()])
+
+
+def test_render_a_tiny_store(tmp_path):
+    from reports.experiment import render
+
+    spec = parse(TINY, "tiny", Path("tiny.toml"))
+    store = ResultStore(tmp_path / "s.sqlite")
+    _put(store, "kA", "A", {"nfe": 10, "avg_macs_paper_g": 0.0712, "fid": 58.964, "fid_sd": 4.0,
+                            "rfid": 3.5})
+    store.put("kB-cost", [{"experiment": "costs", "method": "B", "weights": "random", "metric": "nfe", "value": 10},
+                          {"experiment": "costs", "method": "B", "weights": "random", "metric": "avg_macs_paper_g",
+                           "value": 0.095}])
+    store.put("cmp", [{"experiment": "comparison", "method": "A - B", "metric": m, "value": v,
+                       "extra": {"significant": False, "level": 0.95, "b_resamples": 50}}
+                      for m, v in (("fid_diff", -1.5), ("fid_diff_low", -9.0), ("fid_diff_high", 6.0))])
+    cells = [Cell("A", "measured", ["kA"], plan=["f", "p1"] * 5),
+             Cell("B", "cost only", ["kB-cost"], command="flexbench experiment tiny --model x --weights PATH")]
+    out = render(spec, "embedded", cells, [Comparison("A", "B", "cmp")], store, tmp_path / "out")
+    md = (out / "table.md").read_text()
+    assert "| A " in md and "58.96 [51.12, 66.80]" in md and "0.0712" in md
+    assert "needs weights [1]" in md and "`flexbench experiment tiny --model x --weights PATH`" in md
+    assert "**not significant**" in md and "[-9.00, +6.00]" in md
+    b_line = next(line for line in md.splitlines() if line.startswith("| B "))
+    assert "0.095" in b_line and "needs weights" in b_line        # cost filled, quality not
+    tex = (out / "table.tex").read_text()
+    assert r"\begin{tabular}" in tex and "58.96 [51.12, 66.80]" in tex
+    csv = (out / "table.csv").read_text()
+    assert "58.964" in csv and "cost only" in csv
+    prov = json.loads((out / "provenance.json").read_text())
+    a = prov["rows"][0]
+    assert a["id"] == "p1" and a["sources"][0]["key"] == "kA" and a["sources"][0]["n_images"] == 200
+    assert a["sources"][0]["weights"] == "sha-x" and a["sources"][0]["device"] == "cpu"
+    manifest = json.loads((out / "manifest.json").read_text())
+    files = {f["file"] for f in manifest["files"]}
+    assert {"table.md", "table.tex", "table.csv", "provenance.json"} <= files
+    assert all((out / f).exists() for f in files)
+
+
+def test_pareto_front_and_schedule_plans():
+    from bench.experiments.plans import pattern_plan, random_plan
+    from reports.figures import pareto_front
+
+    assert pareto_front([(1, 5), (2, 3), (3, 4), (0.5, 9)]) == [3, 0, 1]
+    assert pattern_plan("f p3 p3", 7, "h").tokens() == ["f", "p3", "p3", "f", "p3", "p3", "f"]
+    r = random_plan(0, 100, [1, 2, 3], [1, 2], "r")
+    assert len(r) == 100 and r.tokens()[0] == "f" and r == random_plan(0, 100, [1, 2, 3], [1, 2], "r")
+    with pytest.raises(UserError, match="start with a full step"):
+        pattern_plan("p1 f", 4, "x")
+
+
+def test_cost_cells_without_weights_come_from_the_architecture(tmp_path, monkeypatch):
+    """A model whose weights are absent: NFE / avg MACs / speed-up filled (random-weight architecture), the
+    quality cells say "needs weights" with the command. The embedded preset stands in (cheap to trace)."""
+    from dataclasses import replace
+
+    from bench.experiments import models
+    from bench.experiments.runner import Options, fill
+
+    monkeypatch.setitem(models.MODELS, "embedded", replace(models.MODELS["embedded"], shipped=False,
+                                                           weights_hint="a folder"))
+    spec = parse(TINY, "tiny", Path("tiny.toml"))
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        cells, comparisons = fill(spec, store, Options("embedded", progress=False))
+        assert [c.status for c in cells] == ["cost only", "cost only"]
+        assert cells[0].command == "flexbench experiment tiny --model embedded --weights PATH   # PATH: a folder"
+        values = {r["metric"]: r["value"] for r in store.get(cells[1].keys[0])}
+        assert values["nfe"] == 10 and values["speedup_paper"] == pytest.approx(10.0)    # DDIM 10 vs teacher 100
+        assert store.get(cells[1].keys[0])[0]["weights"] == "random"
+        dc = {r["metric"]: r["value"] for r in store.get(cells[0].keys[0])}
+        assert 100 / 10 < dc["speedup_paper"] < 100 / 5 and dc["nfe"] == 10   # 5 full + 5 partial(1) steps
+        assert comparisons[0].key == "" and "no quality rows" in comparisons[0].reason
+        again, _ = fill(spec, store, Options("embedded", progress=False))
+        assert [c.keys for c in again] == [c.keys for c in cells]                    # reused by key
+
+
+@pytest.mark.slow
+def test_an_experiment_end_to_end_on_the_embedded_model(tmp_path, monkeypatch):
+    """table6 on 20 images (FID there is meaningless, n < d: this checks the plumbing, not the numbers)."""
+    monkeypatch.setenv("FLEXBENCH_CACHE", str(tmp_path / "cache"))
+    argv = ["experiment", "table6", "--images", "20", "--bootstrap", "10", "--store", str(tmp_path / "s.sqlite"),
+            "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(argv) == 0
+    md = (tmp_path / "out" / "table6" / "table.md").read_text()
+    assert "DPM-Solver-3 15" in md and "paired bootstrap" in md
+    assert main(argv) == 0   # second run: everything reused
+
+
+def test_a_stored_search_becomes_the_flexiffusion_row(tmp_path):
+    from bench.experiments.searched import searched_plan
+
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        assert searched_plan(store, "embedded-50") is None
+        for name, steps in (("embedded-50-tile-s0", ["f", "p1", "n"]), ("embedded-33-tile-s0", ["f", "n", "n"])):
+            store.put(f"flexiffusion-search/{name}", [{"experiment": "search", "method": "flexiffusion",
+                                                        "metric": "best_fitness", "value": 0.7,
+                                                        "plan": {"name": "best", "steps": steps, "fitness": 0.7},
+                                                        "extra": {"search": name}}])
+        plan, name = searched_plan(store, "embedded-50")
+        assert name == "embedded-50-tile-s0" and plan.tokens() == ["f", "p1", "n"]
