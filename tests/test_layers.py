@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("flexiffusion", "bench", "baselines")
+PACKAGES = ("flexiffusion", "bench", "baselines", "reports")
 
 
 def _module_name(path: Path) -> str:
@@ -113,6 +113,10 @@ FORBIDDEN = [
                          "bench.cli", "baselines")),
     (("bench.generate",), ("bench.quality", "bench.evaluation", "bench.commands", "bench.cli")),
     (("bench.quality",), ("bench.generate", "bench.evaluation", "bench.commands", "bench.cli", "baselines")),
+    # renderers read the store and draw; they never sample, score or search (commands feed them)
+    (("reports",), ("bench.models", "bench.generate", "bench.quality", "bench.cost", "bench.evaluation",
+                    "bench.search", "bench.embedded", "bench.commands", "bench.cli", "baselines")),
+    (("flexiffusion", "bench", "baselines"), ("reports",)),  # only commands import reports
 ]
 
 
