@@ -13,7 +13,7 @@ from flexiffusion.threads import num_threads
 def test_demo_small(tmp_path, capsys):
     args = ["demo", "--n", "12", "--steps", "10", "--interval", "5", "--branch", "3", "--latency-batch", "2",
             "--latency-repeats", "1", "--batch-size", "6", "--threads", "1", "--cache-dir", str(tmp_path / "cache"),
-            "--out", str(tmp_path / "demo.json")]
+            "--out", str(tmp_path / "demo.json"), "--report", str(tmp_path / "report")]
     with num_threads(2):
         assert main(args) == 0
         assert torch.get_num_threads() == 2  # --threads is scoped to the job
@@ -42,6 +42,9 @@ def test_demo_small(tmp_path, capsys):
     assert abs(teacher["rFID"]) < 1e-3 < cand["rFID"]
     assert result["environment"]["threads"] == 1 and "torch" in result["environment"]
     assert (tmp_path / "cache" / "teacher-images").is_dir()
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "uniform N=5 b=3" in page and "<details><summary>provenance</summary>" in page
+    assert page.count("<img src=") == 2 and len(list((tmp_path / "report" / "img").glob("*.png"))) == 2
 
 
 def test_demo_bad_branch(capsys):
