@@ -83,7 +83,7 @@ def schedule_strips(plans: list[Plan], path, max_branch: int | None = None) -> P
         codes = np.pad(codes, (0, width - len(codes)), constant_values=np.nan)
         ax.imshow(codes[None, :], cmap=cmap, vmin=-0.5, vmax=max_branch + 1.5, aspect="auto",
                   interpolation="nearest")
-        ax.set_yticks([0], [f"{plan.name or plan.digest} (NFE {plan.nfe})"], fontsize=8)
+        ax.set_yticks([0], [f"{plan.name or plan.digest()} (NFE {plan.nfe})"], fontsize=8)
         ax.set_xticks([])
         for x in range(width + 1):
             ax.axvline(x - 0.5, color="#ccc", lw=0.2)

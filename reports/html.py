@@ -21,7 +21,8 @@ from pathlib import Path
 from flexiffusion.errors import UserError
 
 CSS = """body{font-family:sans-serif;margin:2em;max-width:75em}table{border-collapse:collapse;margin:.5em 0}
-td,th{border:1px solid #999;padding:.2em .5em;text-align:right}th{background:#eee}td:first-child{text-align:left}
+td,th{border:1px solid #999;padding:.2em .5em;text-align:right}th{background:#eee}
+td:first-child,th:first-child{text-align:left}
 img{max-width:100%;image-rendering:pixelated}details{margin:.3em 0 1em}code{font-size:90%}"""
 
 

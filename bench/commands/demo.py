@@ -41,7 +41,7 @@ def run(args) -> int:
     candidate.validate(StepEngine(bundle.unet).num_branches)
     seeds = list(range(args.seed0, args.seed0 + args.n))
     with num_threads(args.threads):  # the caller's thread count is restored afterwards
-        rows, environment, samples = _evaluate(args, bundle, (teacher, candidate), seeds)
+        rows, environment, samples = _evaluate_or_reuse(args, bundle, (teacher, candidate), seeds)
     print()
     print(f"embedded digits model, {args.steps}-step DDIM, {args.n} images (seeds {seeds[0]}-{seeds[-1]}), "
           f"MACs: paper convention (U-Net only, batch 1, attention matmuls not counted)")
@@ -63,7 +63,7 @@ def _report(args, bundle, rows, environment, samples, plans, seeds):
 
     from reports import figures_samples, html
 
-    provenance = [{"model": "embedded", "weights": bundle.weights_id, "plan digest": plan.digest, "n": args.n,
+    provenance = [{"model": "embedded", "weights": bundle.weights_id, "plan digest": plan.digest(), "n": args.n,
                    "seeds": f"{seeds[0]}-{seeds[-1]}", "device": str(bundle.device), "threads": args.threads,
                    "torch": environment.get("torch")} for plan in plans]
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,6 +78,41 @@ def _report(args, bundle, rows, environment, samples, plans, seeds):
             html.Figure("samples (same seeds, one row per plan)", grid),
             html.Figure("schedules (step types in sampling order)", strips)])
         return html.write_report(report, args.report)
+
+
+METRICS = ("NFE", "avg MACs (G)", "speedup (MACs)", "latency (ms/img)", "speedup (wall)", "FID", "rFID", "IS",
+           "precision", "recall", "n")
+
+
+def _evaluate_or_reuse(args, bundle, plans, seeds):
+    """Rows from the results store when this exact run is already there (only the sample grid's few images are
+    sampled again), else evaluated and stored as tidy rows under one key."""
+    from bench.cache import cache_dir, stable_hash
+    from bench.generate import generate_images
+    from bench.store import ResultStore
+
+    key = "demo/" + stable_hash({"weights": bundle.weights_id, "plans": [p.tokens() for p in plans],
+                                 "steps": args.steps, "seeds": [seeds[0], seeds[-1]], "device": str(bundle.device),
+                                 "threads": args.threads, "latency": [args.latency_batch, args.latency_repeats]})
+    path = args.store or cache_dir(args.cache_dir) / "results.sqlite"
+    with ResultStore(path) as store:
+        stored = store.get(key)
+        if stored is None:
+            rows, environment, samples = _evaluate(args, bundle, plans, seeds)
+            store.put(key, [{"experiment": "demo", "method": r["plan"], "model": "embedded",
+                             "weights": bundle.weights_id, "plan_digest": p.digest(), "plan": p.to_dict(),
+                             "scheduler": "ddim", "grid": args.steps, "metric": m, "value": r[m], "n_images": args.n,
+                             "seeds": f"{seeds[0]}-{seeds[-1]}", "extra": {"environment": environment}}
+                            for p, r in zip(plans, rows) for m in METRICS])
+            return rows, environment, samples
+    print(f"reusing the stored results (key {key} in {path}); sampling only the grid's images")
+    rows = []
+    for plan in plans:
+        mine = {r["metric"]: r["value"] for r in stored if r["method"] == plan.name}
+        rows.append({"plan": plan.name, **{m: int(mine[m]) if m in ("NFE", "n") else mine[m] for m in METRICS}})
+    environment = stored[0]["extra"]["environment"]
+    samples = {p.name: generate_images(bundle, p, seeds[:8], batch_size=8, desc=p.name) for p in plans}
+    return rows, environment, samples
 
 
 def _evaluate(args, bundle, plans, seeds) -> tuple[list[dict], dict]:
@@ -134,5 +169,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--cache-dir", default=None, help="cache of teacher images / features / statistics")
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
+    p.add_argument("--store", default=None, help="results store (default CACHE/results.sqlite); a run already "
+                                                 "stored is reused, not recomputed")
     p.add_argument("--report", default="demo-report", help="HTML report directory (default demo-report; '' for none)")
     p.set_defaults(func=run)
