@@ -67,7 +67,8 @@ def test_demo_second_run_reuses_the_store(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(fidelity, "fidelity", counted("fidelity", real_fid))
     monkeypatch.setattr(plan_latency, "measure_plans", counted("latency", real_lat))
     args = ["demo", "--n", "10", "--steps", "10", "--latency-batch", "2", "--latency-repeats", "1",
-            "--batch-size", "10", "--threads", "1", "--cache-dir", str(tmp_path / "cache"), "--store", str(tmp_path / "store.sqlite")]
+            "--batch-size", "10", "--threads", "1", "--cache-dir", str(tmp_path / "cache"),
+            "--store", str(tmp_path / "store.sqlite")]
     assert main(args + ["--out", str(tmp_path / "a.json"), "--report", str(tmp_path / "r1")]) == 0
     assert calls == {"fidelity": 2, "latency": 1}
     assert main(args + ["--out", str(tmp_path / "b.json"), "--report", str(tmp_path / "r2")]) == 0
