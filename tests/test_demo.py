@@ -13,7 +13,7 @@ from flexiffusion.threads import num_threads
 def test_demo_small(tmp_path, capsys):
     args = ["demo", "--n", "12", "--steps", "10", "--interval", "5", "--branch", "3", "--latency-batch", "2",
             "--latency-repeats", "1", "--batch-size", "6", "--threads", "1", "--cache-dir", str(tmp_path / "cache"),
-            "--out", str(tmp_path / "demo.json")]
+            "--out", str(tmp_path / "demo.json"), "--report", str(tmp_path / "report")]
     with num_threads(2):
         assert main(args) == 0
         assert torch.get_num_threads() == 2  # --threads is scoped to the job
@@ -42,6 +42,40 @@ def test_demo_small(tmp_path, capsys):
     assert abs(teacher["rFID"]) < 1e-3 < cand["rFID"]
     assert result["environment"]["threads"] == 1 and "torch" in result["environment"]
     assert (tmp_path / "cache" / "teacher-images").is_dir()
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "uniform N=5 b=3" in page and "<details><summary>provenance</summary>" in page
+    assert page.count("<img src=") == 2 and len(list((tmp_path / "report" / "img").glob("*.png"))) == 2
+
+
+def test_demo_second_run_reuses_the_store(tmp_path, capsys, monkeypatch):
+    """Run twice with the same settings: the second run evaluates nothing (fidelity and latency are counted), takes
+    the rows from the store and still writes the report (only the grid's images are sampled again)."""
+    import importlib
+
+    fidelity = importlib.import_module("bench.quality.fidelity")  # the module (its package re-exports the function)
+    plan_latency = importlib.import_module("bench.cost.plan_latency")
+
+    calls = {"fidelity": 0, "latency": 0}
+    real_fid, real_lat = fidelity.fidelity, plan_latency.measure_plans
+
+    def counted(name, fn):
+        def wrapper(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(fidelity, "fidelity", counted("fidelity", real_fid))
+    monkeypatch.setattr(plan_latency, "measure_plans", counted("latency", real_lat))
+    args = ["demo", "--n", "10", "--steps", "10", "--latency-batch", "2", "--latency-repeats", "1",
+            "--batch-size", "10", "--threads", "1", "--cache-dir", str(tmp_path / "cache"),
+            "--store", str(tmp_path / "store.sqlite")]
+    assert main(args + ["--out", str(tmp_path / "a.json"), "--report", str(tmp_path / "r1")]) == 0
+    assert calls == {"fidelity": 2, "latency": 1}
+    assert main(args + ["--out", str(tmp_path / "b.json"), "--report", str(tmp_path / "r2")]) == 0
+    assert calls == {"fidelity": 2, "latency": 1}  # nothing evaluated again
+    assert "reusing the stored results" in capsys.readouterr().out
+    assert json.loads((tmp_path / "a.json").read_text()) == json.loads((tmp_path / "b.json").read_text())
+    assert (tmp_path / "r2" / "index.html").is_file()
 
 
 def test_demo_bad_branch(capsys):

@@ -113,10 +113,12 @@ FORBIDDEN = [
                          "bench.cli", "baselines")),
     (("bench.generate",), ("bench.quality", "bench.evaluation", "bench.commands", "bench.cli")),
     (("bench.quality",), ("bench.generate", "bench.evaluation", "bench.commands", "bench.cli", "baselines")),
-    # renderers read the store (and experiment specs as data); nothing below them imports them
+    # renderers read the store (and experiment specs as data) and draw; they never sample, score or search
+    # (commands feed them); nothing below the commands imports them
     (("flexiffusion", "bench", "baselines"), ("reports",)),
-    (("reports",), ("bench.generate", "bench.models", "bench.evaluation", "bench.rows", "bench.experiments.runner",
-                    "bench.search", "baselines")),
+    (("reports",), ("bench.models", "bench.generate", "bench.quality", "bench.evaluation", "bench.rows",
+                    "bench.experiments.runner", "bench.search", "bench.embedded", "bench.commands", "bench.cli",
+                    "baselines")),
     (("bench.experiments.spec", "bench.experiments.models", "bench.experiments.cells"),
      ("bench.generate", "bench.models", "bench.quality", "bench.evaluation", "baselines", "reports")),
 ]
