@@ -1,6 +1,7 @@
 """AutoDiffusion on the shared evaluation machinery: prefix reuse within a timestep grid bit-identical to sampling
 from noise, evaluations in the results store (dedup, replay without a model), kill -9 at several points then an
-identical result, Ray identical to local.  The subprocess tests (kill -9, Ray) are marked slow (~2 min)."""
+identical result, Ray identical to local.  The subprocess tests (kill -9, Ray) are marked slow (about 2 min of
+CPU; 18 min wall on the shared host at load 10)."""
 from __future__ import annotations
 
 import importlib.util
