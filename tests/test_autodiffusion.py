@@ -156,11 +156,13 @@ def test_search_seeded_and_resumable(tmp_path):
 
 
 def test_fitness_is_pluggable(tiny_unet):
-    """``search`` takes any ``candidate -> float``; the named fitnesses are a registry of factories."""
+    """``search`` takes any ``candidate -> float``; the named fitnesses are those of bench.evaluation."""
     from baselines.autodiffusion.method import FITNESSES, AutoDiffusionConfig, search
     from bench.models import ModelBundle
 
-    assert set(FITNESSES) == {"fid", "rfid"}
+    from bench.evaluation.setting import FITNESS_KINDS
+
+    assert set(FITNESSES) == set(FITNESS_KINDS)
     bundle = ModelBundle("tiny", tiny_unet, dict(DDPM_SCHEDULER), (1, 16, 16))
     config = AutoDiffusionConfig(k=4, evolution=EvolutionConfig(population=8, top_k=3, mutation=4, crossover=2,
                                                                 epochs=3, stage1_epochs=3, seed=1))

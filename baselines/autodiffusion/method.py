@@ -1,9 +1,12 @@
 """AutoDiffusion end to end on a model bundle: search space from the U-Net, fitness, evolution, best candidate.
 
-The fitness is pluggable: any callable ``candidate -> float`` (lower is better) can be passed to :func:`search`;
-named ones come from :data:`FITNESSES` (``fid`` against real data, as published; ``rfid`` against the teacher).
-A searched candidate is stored in the results store under a key of the model weights and the whole config, so a
-second run (or the table) reuses it; the search itself checkpoints after every evaluation and resumes.
+The fitness runs on the Flexiffusion search's evaluation machinery (:mod:`baselines.autodiffusion.evaluation`:
+``bench.evaluation``'s Evaluator and executors, every evaluation committed to the results store): ``fid`` against
+real data (as published), ``rfid`` against the teacher (``teacher_steps`` DDIM steps on the search seeds) or
+``mse`` against the teacher.  Any other callable ``candidate -> float`` (lower is better) can be passed to
+:func:`search`.  A searched candidate is stored in the results store under a key of the model weights and the
+whole config, so a second run (or the table) reuses it; a killed search resumes by replaying against the stored
+evaluations.
 """
 from __future__ import annotations
 
@@ -15,23 +18,11 @@ from flexiffusion.errors import UserError
 
 from .candidate import Candidate, SearchSpace
 from .layers import droppable_layers
-from .sampling import FIDFitness, RFIDFitness
 from .search import Evolution, EvolutionConfig, SearchResult
 
 SEARCH_EXPERIMENT = "autodiffusion-search"
-SEARCH_VERSION = 1
-
-
-def _fid(bundle, config, seeds, batch_size, cache_dir):
-    return FIDFitness(bundle, seeds, config.real, batch_size, cache_dir)
-
-
-def _rfid(bundle, config, seeds, batch_size, cache_dir):
-    return RFIDFitness(bundle, seeds, config.teacher_steps, batch_size, cache_dir)
-
-
-# name -> factory (bundle, config, seeds, batch_size, cache_dir) -> (candidate -> float)
-FITNESSES: dict[str, Callable] = {"fid": _fid, "rfid": _rfid}
+SEARCH_VERSION = 2  # 2: fitness through bench.evaluation (FixedReferenceFID), evaluations in the store
+FITNESSES = ("fid", "rfid", "mse")  # bench.evaluation.setting.FITNESS_KINDS
 
 
 @dataclass(frozen=True)
@@ -53,6 +44,8 @@ class AutoDiffusionConfig:
     def validate(self) -> "AutoDiffusionConfig":
         if self.fitness not in FITNESSES:
             raise UserError(f"unknown AutoDiffusion fitness {self.fitness!r}: choose one of {', '.join(FITNESSES)}")
+        if self.fitness != "fid" and self.teacher_steps < 1:
+            raise UserError(f"teacher steps must be >= 1, got {self.teacher_steps}")
         if self.search_images < 2:
             raise UserError(f"the fitness needs at least 2 images per evaluation, got {self.search_images}")
         self.evolution.validate()
@@ -67,16 +60,34 @@ def search_space(bundle, config: AutoDiffusionConfig) -> SearchSpace:
                        config.budget_layers, config.max_drop_fraction)
 
 
-def search(bundle, config: AutoDiffusionConfig, checkpoint=None, batch_size: int = 64, progress: bool = True,
-           cache_dir=None, fitness: Callable[[Candidate], float] | None = None) -> SearchResult:
-    """Run the two-stage search on ``bundle``; resumable through ``checkpoint``.  ``fitness`` overrides the named
-    one of ``config.fitness`` (any ``candidate -> float``, lower is better)."""
+def evaluation_setting(bundle, config: AutoDiffusionConfig, batch_size: int = 64, weights: str | None = None,
+                       threads: int | None = None):
+    """The :class:`~bench.evaluation.setting.EvaluationSetting` of ``config``'s fitness on ``bundle``."""
+    from bench.evaluation.setting import EvaluationSetting
+
+    return EvaluationSetting.for_images(config.search_images, config.search_seed_offset, model=bundle.name,
+                                        weights=weights, scheduler="ddim", grid_length=config.teacher_steps,
+                                        fitness=config.fitness, real=config.real,
+                                        batch_size=min(batch_size, config.search_images), threads=threads,
+                                        device=str(bundle.device))
+
+
+def search(bundle, config: AutoDiffusionConfig, store=None, batch_size: int = 64, progress: bool = True,
+           cache_dir=None, fitness: Callable[[Candidate], float] | None = None, executor: str = "local",
+           checkpoint=None, weights: str | None = None, **executor_kwargs) -> SearchResult:
+    """Run the two-stage search on ``bundle``.  Fitness: ``config.fitness`` through ``bench.evaluation`` on
+    ``executor`` (``local`` | ``ray``), every evaluation committed to ``store`` (a results store; a rerun replays
+    against it), unless ``fitness`` (any ``candidate -> float``, lower is better) is given.  ``checkpoint``: the
+    evolution's own JSON checkpoint (optional)."""
+    from .evaluation import stored_evaluation
+
     config.validate()
     space = search_space(bundle, config)
-    if fitness is None:
-        seeds = range(config.search_seed_offset, config.search_seed_offset + config.search_images)
-        fitness = FITNESSES[config.fitness](bundle, config, seeds, batch_size, cache_dir)
-    return Evolution(space, fitness, config.evolution, checkpoint, progress).run()
+    if fitness is not None:
+        return Evolution(space, fitness, config.evolution, checkpoint, progress).run()
+    setting = evaluation_setting(bundle, config, batch_size, weights)
+    with stored_evaluation(setting, store, executor, cache_dir=cache_dir, **executor_kwargs) as ev:
+        return Evolution(space, ev, config.evolution, checkpoint, progress).run()
 
 
 def search_key(bundle, config: AutoDiffusionConfig) -> str:
@@ -87,17 +98,14 @@ def search_key(bundle, config: AutoDiffusionConfig) -> str:
 
 
 def searched_candidate(bundle, config: AutoDiffusionConfig, store=None, cache_dir=None, progress: bool = True,
-                       batch_size: int = 256) -> Candidate:
-    """The best candidate of ``config``'s search: from ``store`` when stored, else searched (checkpointed under
-    the cache folder, so a killed search resumes) and stored."""
-    from bench.cache import cache_dir as default_cache_dir
-
+                       batch_size: int = 256, executor: str = "local", weights: str | None = None) -> Candidate:
+    """The best candidate of ``config``'s search: from ``store`` when stored, else searched (every evaluation
+    committed to ``store``, so a killed search resumes) and stored."""
     key = search_key(bundle, config)
     if store is not None and store.has(key):
         rows = store.get(key)
         return Candidate.from_key(rows[0]["extra"]["candidate"])
-    checkpoint = default_cache_dir(cache_dir) / "autodiffusion" / f"{key.rsplit(':', 1)[-1]}.json"
-    result = search(bundle, config, checkpoint, batch_size, progress, cache_dir)
+    result = search(bundle, config, store, batch_size, progress, cache_dir, executor=executor, weights=weights)
     if store is not None:
         extra = {"candidate": result.best.key(), "history": result.history, "config": asdict(config)}
         store.put(key, [{"experiment": SEARCH_EXPERIMENT, "method": f"autodiffusion-K{config.k}", "model": bundle.name,

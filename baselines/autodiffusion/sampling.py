@@ -1,5 +1,4 @@
-"""Running an AutoDiffusion candidate with the common sampler loop, and its fitness (FID vs real data or rFID vs the
-teacher).
+"""Running an AutoDiffusion candidate with the common sampler loop (its fitness: :mod:`.evaluation`).
 
 Timesteps: a candidate's K timesteps are any subset of the training grid, so the plan is K full steps over a
 scheduler whose grid is exactly that subset.  diffusers' DDIM only spaces its grid uniformly (its previous timestep
@@ -12,6 +11,7 @@ are not a plan.)  Tested: the uniform subset equals diffusers' DDIM at K steps w
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Sequence
 
 import torch
@@ -25,22 +25,22 @@ from .layers import LayerDropConfig, apply_layer_drop, droppable_layers, remove_
 
 
 def subset_scheduler(timesteps: Sequence[int]):
-    """Factory ``(config, grid_length, device) -> scheduler`` whose grid is ``timesteps`` (DDIM-equivalent)."""
-    ts = sorted({int(t) for t in timesteps}, reverse=True)
+    """Factory ``(config, grid_length, device) -> scheduler`` whose grid is ``timesteps`` (DDIM-equivalent); a
+    picklable partial, so that it travels to Ray actors."""
+    return functools.partial(_subset, tuple(sorted({int(t) for t in timesteps}, reverse=True)))
 
-    def make(config: dict, length: int, device=None):
-        if length != len(ts):
-            raise UserError(f"the plan has {length} steps but the candidate {len(ts)} timesteps")
-        if ts[0] >= config.get("num_train_timesteps", 1000) or ts[-1] < 0:
-            raise UserError(f"timesteps {ts[0]}..{ts[-1]} outside the training grid "
-                            f"0..{config.get('num_train_timesteps', 1000) - 1}")
-        sched = DPMSolverMultistepScheduler.from_config(
-            {k: v for k, v in config.items() if k not in ("set_alpha_to_one", "skip_prk_steps", "clip_sample")},
-            solver_order=1, algorithm_type="dpmsolver++", final_sigmas_type="zero")
-        sched.set_timesteps(timesteps=ts, device=device)
-        return sched
 
-    return make
+def _subset(ts: tuple[int, ...], config: dict, length: int, device=None):
+    if length != len(ts):
+        raise UserError(f"the plan has {length} steps but the candidate {len(ts)} timesteps")
+    if ts[0] >= config.get("num_train_timesteps", 1000) or ts[-1] < 0:
+        raise UserError(f"timesteps {ts[0]}..{ts[-1]} outside the training grid "
+                        f"0..{config.get('num_train_timesteps', 1000) - 1}")
+    sched = DPMSolverMultistepScheduler.from_config(
+        {k: v for k, v in config.items() if k not in ("set_alpha_to_one", "skip_prk_steps", "clip_sample")},
+        solver_order=1, algorithm_type="dpmsolver++", final_sigmas_type="zero")
+    sched.set_timesteps(timesteps=list(ts), device=device)
+    return sched
 
 
 @contextlib.contextmanager
@@ -63,40 +63,3 @@ def generate_candidate(bundle, candidate: Candidate, seeds, batch_size: int = 64
         return generate_images(bundle, Plan.full(len(candidate.timesteps), name="autodiffusion"), seeds,
                                scheduler=subset_scheduler(candidate.timesteps), batch_size=batch_size,
                                progress=progress, **kwargs)
-
-
-class RFIDFitness:
-    """rFID of a candidate's images against the teacher's (``teacher_steps`` DDIM steps, same seeds)."""
-
-    def __init__(self, bundle, seeds, teacher_steps: int = 100, batch_size: int = 64, cache_dir=None,
-                 extractor: str | None = None):
-        from bench.evaluation import relative_fid
-
-        kw = {"extractor": extractor} if extractor else {}
-        self.bundle, self.seeds, self.batch_size = bundle, list(seeds), batch_size
-        self.rfid = relative_fid(bundle, self.seeds, teacher_steps, gen_batch_size=batch_size,
-                                 cache_dir=cache_dir, **kw)
-
-    def __call__(self, candidate: Candidate) -> float:
-        images = generate_candidate(self.bundle, candidate, self.seeds, self.batch_size)
-        return float(self.rfid.score_images(images)["rfid"])
-
-
-class FIDFitness:
-    """FID of a candidate's images against real data (a named source such as ``digits-train``), as published."""
-
-    def __init__(self, bundle, seeds, real: str = "digits-train", batch_size: int = 64, cache_dir=None,
-                 extractor: str | None = None):
-        from bench.quality.sources import resolve_input
-
-        self.bundle, self.seeds, self.batch_size, self.cache_dir = bundle, list(seeds), batch_size, cache_dir
-        self.real, self.label = resolve_input(real, "real")
-        self.extractor = extractor
-
-    def __call__(self, candidate: Candidate) -> float:
-        from bench.quality import fidelity
-
-        images = generate_candidate(self.bundle, candidate, self.seeds, self.batch_size)
-        kw = {"extractor": self.extractor} if self.extractor else {}
-        return float(fidelity(images, self.real, ("fid",), reference_source=self.label, cache_dir=self.cache_dir,
-                              **kw)["fid"])

@@ -6,7 +6,9 @@ ramp_epochs`` per epoch.  Every epoch: top-k selection by fitness (lower is bett
 parents, ``crossover`` crossovers of random parent pairs, random candidates to fill the population; visited
 candidates are rejected.  The initial population: DDIM's uniform schedule, mutants of it and random candidates.
 
-Resume: after every evaluation the state (population and RNG state at the start of the epoch, every fitness so far)
+Resume, two ways: (1) with a store-backed fitness (:class:`~baselines.autodiffusion.evaluation.StoredEvaluation`,
+the default of :func:`baselines.autodiffusion.method.search`) every evaluation is committed to the results store
+and a rerun replays the seeded choices against it (no checkpoint needed); (2) with ``checkpoint``: after every evaluation the state (population and RNG state at the start of the epoch, every fitness so far)
 is written atomically to ``checkpoint``; a restarted search replays the epoch from that state, takes the stored
 fitness of candidates already evaluated, and so ends with exactly the result of an uninterrupted run.
 """
@@ -100,6 +102,22 @@ class Evolution:
             self._save(state)
         return self.scores[key]
 
+    def score_all(self, candidates: Sequence[Candidate], state: dict) -> None:
+        """Score every candidate not scored yet; through ``fitness.many`` when the fitness has it (an executor
+        evaluating a batch, e.g. on Ray actors), else one by one."""
+        todo = list({c.key(): c for c in candidates if c.key() not in self.scores}.values())
+        if not todo:
+            return
+        many = getattr(self.fitness, "many", None)
+        if many is None:
+            for c in todo:
+                self.score(c, state)
+            return
+        for c, v in zip(todo, many(todo)):
+            self.scores[c.key()] = float(v)
+            self.fresh += 1
+        self._save(state)
+
     def _fraction(self, epoch: int, stage2_start: int | None) -> float:
         if stage2_start is None or epoch < stage2_start:
             return 0.0
@@ -157,8 +175,7 @@ class Evolution:
             rng = np.random.default_rng()
             rng.bit_generator.state = state["rng"]
             population = [Candidate.from_key(k) for k in state["population"]]
-            for c in population:
-                self.score(c, state)
+            self.score_all(population, state)
             fraction = self._fraction(epoch, stage2)
             ranked = self._rank(population, fraction)
             best = ranked[0]
@@ -177,8 +194,7 @@ class Evolution:
             bar.set_postfix(best=f"{history[-1]['best_fitness']:.3g}", stage=history[-1]["stage"])
         bar.close()
         final = [Candidate.from_key(k) for k in state["population"]]
-        for c in final:
-            self.score(c, state)
+        self.score_all(final, state)
         ranked = self._rank(final, self.space.max_drop_fraction if state["stage2_start"] is not None else 0.0)
         within = [c for c in ranked if self.space.budget_layers is None
                   or self.space.executed(c) <= self.space.budget_layers]

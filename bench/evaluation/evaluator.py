@@ -14,7 +14,9 @@ value read back from the results store equals a recomputed one.  The distance ag
 is :class:`~bench.evaluation.frechet.FixedReferenceFID` (the reference's covariance root computed once).
 
 Per-plan extras (:class:`PlanExtras`) let other methods use the same machinery: a scheduler factory (AutoDiffusion's
-timestep subsets) and a hook active while the plan samples (its layer drops); their ``tag`` scopes prefix reuse.
+timestep subsets) and a hook active while the plan samples (its layer drops); their ``tag`` scopes prefix reuse,
+and their ``tokens`` (one per step) replace the plan's tokens as prefix keys where a step's tokens alone do not
+determine the state (an AutoDiffusion step is a full step whose effect depends on its timesteps and drops).
 """
 from __future__ import annotations
 
@@ -43,11 +45,14 @@ NO_CACHE = {"kept": [], "contexts": {}}  # a step-engine cache holding no featur
 @dataclass(frozen=True)
 class PlanExtras:
     """Per-plan additions: ``scheduler(config, grid_length, device)`` replacing the setting's scheduler, ``hook(unet)``
-    a context manager active while the plan samples; ``tag`` names them (states are reused only within a tag)."""
+    a context manager active while the plan samples; ``tag`` names them (states are reused only within a tag);
+    ``tokens``: per-step prefix keys replacing ``plan.tokens()`` (the state after ``k`` steps must depend only on
+    ``tokens[:k]``, the tag and the setting)."""
 
     tag: str
     scheduler: Callable | None = None
     hook: Callable | None = None
+    tokens: tuple[str, ...] | None = None
 
 
 def resume_needs(plan: Plan, k: int) -> frozenset[int]:
@@ -150,7 +155,10 @@ class Evaluator:
             plan.validate(None, s.grid_length)  # candidates and teacher share the base grid
         plan.validate(None, len(make(bundle.scheduler_config, len(plan)).timesteps))
         store = self.states if reuse else None
-        scope, tokens = self._scope(extras), plan.tokens()
+        scope = self._scope(extras)
+        tokens = tuple(extras.tokens) if extras is not None and extras.tokens is not None else plan.tokens()
+        if len(tokens) != len(plan):
+            raise UserError(f"{len(tokens)} prefix tokens for a plan of {len(plan)} steps: give one per step")
         chunks = [s.seeds[lo:lo + s.batch_size] for lo in range(0, s.n_images, s.batch_size)]
         t_io = time.perf_counter()
         start, states = (0, None) if store is None else store.lookup(
