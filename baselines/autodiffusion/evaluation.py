@@ -96,14 +96,9 @@ class StoredEvaluation:
             self._executor = None
 
     def _stored(self, c: Candidate) -> float | None:
-        rows = self.store.get(self.key(c)) if self.store is not None else None
-        if rows is None:
-            return None
-        for r in rows:
-            if r["metric"] == "fitness":
-                return math.inf if r["value"] is None else float(r["value"])
-        raise UserError(f"results store {self.store.path}: result {self.key(c)} has no fitness row (written by "
-                        "another program?): use another --store")
+        from bench.evaluation.stored import stored_fitness
+
+        return stored_fitness(self.store, self.key(c))
 
     def _rows(self, c: Candidate, result: dict) -> list[dict]:
         s = self.setting

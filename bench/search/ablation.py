@@ -88,16 +88,12 @@ def draw_candidates(space, n: int, seed: int) -> list:
     raise UserError(f"the space has fewer than {n} distinct plans reachable: ask for fewer --candidates")
 
 
-def _mse(a, b) -> float:
-    d = a.double() / 255.0 - b.double() / 255.0
-    return float((d * d).mean())
-
-
 def candidate_values(images, features, teacher_images, teacher_features, real, ks, n_reference) -> dict:
     """``{(metric, k): value}`` for every metric and k, plus ``(fid_reference, N)`` and the halves'
     ``(fid_half_a, N//2)`` / ``(fid_half_b, N//2)``; with the seconds each metric's distance took."""
     from bench.evaluation.frechet import FixedReferenceFID
     from bench.quality.features import fid_statistics
+    from bench.quality.pixel import mse
 
     import warnings
 
@@ -115,7 +111,7 @@ def candidate_values(images, features, teacher_images, teacher_features, real, k
             t1 = time.perf_counter()
             out[("fid", k)] = real.from_features(feats[:k])
             t2 = time.perf_counter()
-            out[("mse", k)] = _mse(images[:k], teacher_images[:k])
+            out[("mse", k)] = mse(images[:k], teacher_images[:k])["mse"]
             t3 = time.perf_counter()
             seconds.update({("rfid", k): t1 - t0, ("fid", k): t2 - t1, ("mse", k): t3 - t2})
     half = n_reference // 2

@@ -104,14 +104,9 @@ class StoredFitness:
         return f"{EVAL_PREFIX}/{self.run.backend.key}/{self.run.space.digest(candidate_of(plan))}"
 
     def _stored(self, key: str) -> float | None:
-        rows = self.store.get(key)
-        if rows is None:
-            return None
-        for r in rows:
-            if r["metric"] == "fitness":
-                return math.inf if r["value"] is None else float(r["value"])
-        raise UserError(f"results store {self.store.path}: result {key} has no fitness row (written by another "
-                        "program?): use another --store")
+        from bench.evaluation.stored import stored_fitness
+
+        return stored_fitness(self.store, key)
 
     def _rows(self, plan: Plan, result: dict) -> list[dict]:
         space, cost = self.run.space, self.run.space.plan_cost(self.run.step_macs)
