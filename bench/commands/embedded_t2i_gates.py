@@ -199,11 +199,13 @@ def run_gates(args: argparse.Namespace) -> int:
     from bench.commands.embedded_gates import record
     from bench.embedded.t2i.loader import WEIGHTS_DIR
     from flexiffusion.errors import UserError
+    from flexiffusion.threads import num_threads
 
     if args.n < 10 or args.steps < 1 or args.batch_size < 1 or args.threads < 1:
         raise UserError("embedded-gates needs --n >= 10, --steps >= 1, --batch-size >= 1, --threads >= 1")
-    torch.set_num_threads(args.threads)
-    result = measure(args.n, args.steps, args.guidance_scale, args.seed, args.batch_size, args.weights, args.grid)
+    with num_threads(args.threads):  # scoped, as the digits gates: the caller's thread count is restored
+        result = measure(args.n, args.steps, args.guidance_scale, args.seed, args.batch_size, args.weights,
+                         args.grid)
     print(format_report(result))
     if args.grid is not None:
         print(f"sample grid: {args.grid}")
