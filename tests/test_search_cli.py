@@ -75,7 +75,8 @@ def test_tiny_real_search_resumes_from_store_and_refuses_other_setting(tmp_path,
     again = capsys.readouterr().out
     assert "evaluations: 0 new" in again
     assert json.loads((tmp_path / "o2" / "summary.json").read_text())["best"] == summary["best"]
-    # the best plan runs with flexbench sample
+    # the best plan runs with flexbench sample, on the sampler it names
+    assert summary["best"]["scheduler"] == "ddim"
     assert main(["sample", "--plan", str(out / "best.json"), "--steps", "100", "--seeds", "0-1",
                  "--out", str(tmp_path / "img")]) == 0
     assert len(os.listdir(tmp_path / "img")) == 2

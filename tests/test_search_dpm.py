@@ -64,3 +64,38 @@ def test_zero_final_sigma_forces_first_order_last_step():
     assert z.order_list == [1, 2, 3, 1, 1]
     with pytest.raises(UserError, match="orders must be 1, 2 or 3"):
         make_segment_dpm(cfg, [4])
+
+
+def _png_pixels(folder):
+    import numpy as np
+    from PIL import Image
+
+    return [np.asarray(Image.open(p)) for p in sorted(folder.iterdir())]
+
+
+def test_sample_runs_a_searched_dpm_plan_on_its_own_solver(tmp_path, capsys):
+    """A DPM-Solver plan file (per-segment ``orders``, as the search writes it) samples on the segment-order solver:
+    all order 3 = the registry's dpms3 on the same grid; a bad order list or a --scheduler is refused."""
+    import json
+
+    from bench.cli import main
+
+    plan = tmp_path / "best.json"
+    plan.write_text(json.dumps({"steps": ["f"] * 12, "orders": [3, 3, 3, 3]}))
+    assert main(["sample", "--plan", str(plan), "--seeds", "0-1", "--out", str(tmp_path / "a")]) == 0
+    assert main(["sample", "--steps", "12", "--scheduler", "dpms3", "--seeds", "0-1", "--out", str(tmp_path / "b")]) == 0
+    a, b = _png_pixels(tmp_path / "a"), _png_pixels(tmp_path / "b")
+    assert len(a) == 2 and all((x == y).all() for x, y in zip(a, b))
+    # orders 1,2,3 differ from all order 3 (the orders are used, not ignored)
+    plan.write_text(json.dumps({"steps": ["f"] * 12, "orders": [1, 2, 3, 3, 3]}))
+    assert main(["sample", "--plan", str(plan), "--seeds", "0-1", "--out", str(tmp_path / "c")]) == 0
+    assert any((x != y).any() for x, y in zip(_png_pixels(tmp_path / "c"), a))
+    capsys.readouterr()
+    plan.write_text(json.dumps({"steps": ["f"] * 12, "orders": [3, 3]}))
+    assert main(["sample", "--plan", str(plan), "--seeds", "0", "--out", str(tmp_path / "d")]) == 2
+    assert "do not add up to its 12 steps" in capsys.readouterr().err
+    plan.write_text(json.dumps({"steps": ["f"] * 12, "orders": [3, 3, 3, 3]}))
+    assert main(["sample", "--plan", str(plan), "--scheduler", "ddim", "--seeds", "0",
+                 "--out", str(tmp_path / "e")]) == 2
+    assert "drop --scheduler" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists() and not (tmp_path / "e").exists()

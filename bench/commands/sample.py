@@ -24,7 +24,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=100, help="base grid length (default 100)")
-    p.add_argument("--scheduler", default="ddim", choices=sorted(SCHEDULERS))
+    p.add_argument("--scheduler", default=None, choices=sorted(SCHEDULERS),
+                   help="sampler (default: the plan file's 'scheduler', else ddim; a plan with DPM-Solver segment "
+                        "'orders' runs on its own single-step DPM-Solver)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--plan", help="plan JSON text or a path to a JSON file ({'steps': ['f', 'p3', 'n', ...]})")
     g.add_argument("--uniform", metavar="INTERVAL,BRANCH", help="DeepCache-like uniform plan, e.g. 5,2")
@@ -44,15 +46,45 @@ def resolve_device(name: str):
     return device
 
 
+def _plan_text(args) -> str | None:
+    if not args.plan:
+        return None
+    text = args.plan
+    if not text.lstrip().startswith("{"):
+        path = Path(text)
+        if not path.is_file():
+            raise UserError(f"plan file {text!r} not found: pass a JSON file or JSON text")
+        text = path.read_text()
+    return text
+
+
+def scheduler_from_args(args, plan: Plan):
+    """The sampler of ``plan``: a registry name (``--scheduler``, else the plan file's ``scheduler``, else ddim) or,
+    for a searched DPM-Solver plan (its file lists per-segment ``orders``), a factory of that solver."""
+    import json
+
+    text = _plan_text(args)
+    data = json.loads(text) if text else {}
+    orders = data.get("orders") if isinstance(data, dict) else None
+    if orders is None:
+        name = args.scheduler or (data.get("scheduler") if isinstance(data, dict) else None) or "ddim"
+        if name not in SCHEDULERS:
+            raise UserError(f"the plan names scheduler {name!r}, which is not one of {', '.join(sorted(SCHEDULERS))}")
+        return name
+    from flexiffusion.schedulers import make_segment_dpm
+
+    if args.scheduler is not None:
+        raise UserError("this plan lists DPM-Solver segment orders and runs on its own solver: drop --scheduler")
+    if not isinstance(orders, list) or sum(int(k) for k in orders) != len(plan):
+        raise UserError(f"the plan's orders {orders!r} do not add up to its {len(plan)} steps: use the plan file "
+                        "the search wrote")
+    make_segment_dpm({"num_train_timesteps": 1000}, orders)  # validates the orders (1, 2 or 3) now
+    return lambda config, length, device=None: make_segment_dpm(config, orders, device=device)
+
+
 def plan_from_args(args) -> Plan:
     if args.plan:
-        text = args.plan
-        if not text.lstrip().startswith("{"):
-            path = Path(text)
-            if not path.is_file():
-                raise UserError(f"plan file {text!r} not found: pass a JSON file or JSON text")
-            text = path.read_text()
-        plan = Plan.from_json(text)
+        plan = Plan.from_json(_plan_text(args))
     elif args.uniform:
         try:
             interval, branch = (int(v) for v in args.uniform.split(","))
@@ -87,6 +119,7 @@ def run(args) -> int:
     from bench.models import load_model
 
     plan = plan_from_args(args)
+    scheduler = scheduler_from_args(args, plan)
     seeds = parse_seeds(args.seeds)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
@@ -97,7 +130,7 @@ def run(args) -> int:
         if not args.prompt:
             raise UserError("this model is text-conditional: pass --prompt TEXT")
         prompts = [args.prompt] * len(seeds)
-    images = generate_images(bundle, plan, seeds, scheduler=args.scheduler, prompts=prompts,
+    images = generate_images(bundle, plan, seeds, scheduler=scheduler, prompts=prompts,
                              guidance_scale=args.guidance, batch_size=args.batch_size)
     write_pngs(images, seeds, out)
     print(f"wrote {len(seeds)} images to {out} (plan {plan.name or plan.digest()}: NFE {plan.nfe}/{len(plan)})")

@@ -13,6 +13,8 @@ written.  Outputs (written atomically at the end): ``best.json`` (the best plan)
 """
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import json
 import math
@@ -216,11 +218,15 @@ def check_store(path, run: SearchRun) -> None:
         _refuse_other_setting(stored, run, path)
 
 
-def _plan_json(e, space: SearchSpace) -> dict:
+def _plan_json(e, space: SearchSpace, scheduler: str | None = None) -> dict:
+    """A searched plan as ``flexbench sample --plan`` runs it: the steps, the sampler (``scheduler``; a DPM-Solver
+    plan's per-segment ``orders`` instead) and the search's figures."""
     d = e.plan.to_dict()
     d.update(candidate=e.candidate.key(), digest=e.digest, avg_macs=e.avg_macs, fitness=e.fitness, nfe=e.plan.nfe)
     if space.solver == "dpm":
         d["orders"] = space.orders(e.candidate)
+    elif scheduler:
+        d["scheduler"] = scheduler
     return d
 
 
@@ -228,23 +234,24 @@ def write_outputs(run: SearchRun, result: SearchResult, out: Path, store) -> dic
     """best.json, pareto/*.json, summary.json (atomic) and the search result in the store."""
     out = Path(out)
     pareto = result.pareto()
+    plan_json = functools.partial(_plan_json, space=run.space, scheduler=run.backend.fields.get("scheduler"))
     summary = {"name": run.name, "key": run.key(), "preset": run.preset, "budget_avg_macs": run.budget,
-               "best": _plan_json(result.best, run.space),
-               "pareto": [_plan_json(e, run.space) for e in pareto],
+               "best": plan_json(result.best),
+               "pareto": [plan_json(e) for e in pareto],
                "population": [{"candidate": e.candidate.key(), "digest": e.digest, "avg_macs": e.avg_macs,
                                "fitness": e.fitness} for e in result.population],
                "history": result.history, "evaluated": len(result.evaluated), "setting": run.setting()}
     names = {f"{i:02d}-{e.digest}.json": e for i, e in enumerate(pareto)}
     for fname, e in names.items():
-        atomic_write_json(out / "pareto" / fname, _plan_json(e, run.space))
+        atomic_write_json(out / "pareto" / fname, plan_json(e))
     for stale in (out / "pareto").glob("*.json"):   # an earlier search's Pareto files in the same folder
         if stale.name not in names:
             stale.unlink()
-    atomic_write_json(out / "best.json", _plan_json(result.best, run.space))
+    atomic_write_json(out / "best.json", plan_json(result.best))
     atomic_write_json(out / "summary.json", summary)
     best = result.best
     rows = [{"experiment": "search", "method": "flexiffusion", "plan_digest": best.digest,
-             "plan": _plan_json(best, run.space), "grid": len(best.plan), **run.backend.fields,
+             "plan": plan_json(best), "grid": len(best.plan), **run.backend.fields,
              "metric": m, "value": v, "extra": {"search": run.name, "pareto": [e.digest for e in pareto]}}
             for m, v in (("best_fitness", best.fitness), ("best_avg_macs", best.avg_macs),
                          ("best_nfe", best.plan.nfe), ("evaluated", len(result.evaluated)))]
