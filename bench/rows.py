@@ -48,8 +48,9 @@ class RowSetting:
     extractor: str = "digits-cnn"
     batch_size: int = 250
     prompts: tuple[str, ...] = ()    # text models: one prompt per image, or one for all
-    clip_model: str = "ViT-B-32"
-    clip_pretrained: str = "openai"
+    clip_model: str | None = None         # CLIP score model (None: the bundle's scoring CLIP, else ViT-B-32)
+    clip_pretrained: str | None = None    # its weights tag or file (None: the bundle's, else "openai")
+    guidance_scale: float | None = None   # classifier-free guidance of every row and the teacher (None: unguided)
 
     def validate(self) -> "RowSetting":
         if self.n_images < MIN_ROW_IMAGES:
@@ -58,7 +59,16 @@ class RowSetting:
             raise UserError(f"batch size must be >= 1, got {self.batch_size}")
         if self.teacher_steps < 1:
             raise UserError(f"teacher steps must be >= 1, got {self.teacher_steps}")
+        if self.guidance_scale is not None and not self.guidance_scale > 0:
+            raise UserError(f"guidance scale must be > 0, got {self.guidance_scale}")
         return self
+
+    def key_fields(self) -> dict:
+        """The setting as part of a row key (an unguided setting keys as before guidance was a field)."""
+        d = asdict(self)
+        if d["guidance_scale"] is None:
+            del d["guidance_scale"]
+        return d
 
     @property
     def seeds(self) -> list[int]:
@@ -98,7 +108,7 @@ def _hash(obj) -> str:
 def row_key(bundle, run: Run, setting: RowSetting, bootstrap: int = 0) -> str:
     ident = {"rows": ROWS_VERSION, "model": bundle.name, "weights": bundle.weights_id, "method": run.method,
              "config": run.config, "plan": run.plan.digest(), "scheduler": run.scheduler_name,
-             "setting": asdict(setting)}
+             "setting": setting.key_fields()}
     if bootstrap:   # only then: keys of rows without a spread stay what they were
         ident["bootstrap"] = {"b": bootstrap, "interval": "normal", "level": 0.95}
     return f"{EXPERIMENT}:{bundle.name}:{run.label}:{_hash(json.loads(json.dumps(ident, default=str)))}"
@@ -134,11 +144,20 @@ def _generate(bundle, run: Run, setting: RowSetting, prompts, progress: bool):
         with run.hooks():
             t0 = time.perf_counter()
             images = generate_images(bundle, run.plan, setting.seeds, scheduler=run.scheduler, prompts=prompts,
-                                     batch_size=setting.batch_size, progress=progress, desc=run.label)
+                                     guidance_scale=setting.guidance_scale, batch_size=setting.batch_size,
+                                     progress=progress, desc=run.label)
             wall = time.perf_counter() - t0
     finally:
         counter.close()
     return images, counter.calls / batches, wall
+
+
+def scoring_clip(bundle, setting: RowSetting) -> tuple[str, str]:
+    """(open_clip model, weights) of the CLIP score: the setting's, else the bundle's own scoring CLIP
+    (``extras["scoring_clip"]``: embedded-t2i ships one), else ViT-B-32 / openai (SD's usual choice)."""
+    own = bundle.extras.get("scoring_clip") or {}
+    return (setting.clip_model or own.get("model") or "ViT-B-32",
+            setting.clip_pretrained or own.get("pretrained") or "openai")
 
 
 def quality(bundle, images, setting: RowSetting, rfid, prompts, cache_dir=None) -> dict:
@@ -154,7 +173,8 @@ def quality(bundle, images, setting: RowSetting, rfid, prompts, cache_dir=None) 
     if prompts is not None:
         from bench.quality import ClipScorer
 
-        out["clip_score"] = ClipScorer(setting.clip_model, setting.clip_pretrained)(images, prompts)["clip_score"]
+        model, pretrained = scoring_clip(bundle, setting)
+        out["clip_score"] = ClipScorer(model, pretrained)(images, prompts)["clip_score"]
     return out
 
 
@@ -162,6 +182,7 @@ def teacher_rfid(bundle, setting: RowSetting, prompts, cache_dir=None, progress:
     from bench.evaluation import relative_fid
 
     return relative_fid(bundle, setting.seeds, setting.teacher_steps, scheduler="ddim", prompts=prompts,
+                        guidance_scale=setting.guidance_scale,
                         gen_batch_size=setting.batch_size, progress=progress, extractor=setting.extractor,
                         cache_dir=cache_dir)
 
@@ -206,6 +227,9 @@ def measure(bundle, run: Run, setting: RowSetting, store=None, cache_dir=None, p
     rfid.teacher_features()  # the teacher's images are not part of the method's latency
     images, nfe, wall = _generate(bundle, run, setting, prompts, progress)
     macs, teacher = run.macs(), teacher_macs(bundle)
+    if setting.guidance_scale is not None:   # batched CFG: each call runs the conditional and unconditional half;
+        macs = {**macs, "complete": 2 * macs["complete"]}     # the paper's convention counts batch 1 (SD: 338.76 G)
+        teacher = {**teacher, "complete": 2 * teacher["complete"]}
     teacher_total = {c: v * setting.teacher_steps for c, v in teacher.items()}
     values = {"nfe": nfe, "grid": len(run.plan)}
     for conv in ("paper", "complete"):

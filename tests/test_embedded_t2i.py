@@ -86,7 +86,7 @@ def test_random_bundle_structure_and_encode(random_bundle):
 
     b = random_bundle
     assert b.conditioning == "text" and b.sample_shape == (1, 16, 16) and b.encode_prompts is not None
-    assert b.extras["default_sampler"] == dict(scheduler="plms", steps=50, guidance_scale=3.0, cfg="batched")
+    assert b.extras["default_sampler"] == dict(scheduler="plms", steps=50, guidance_scale=1.5, cfg="batched")
     assert StepEngine(b.unet).num_branches == 6
     e = b.encode_prompts(["a handwritten seven", "the digit 3"])
     assert e["prompt_embeds"].shape == (2, T.CONTEXT_LENGTH, 64) == e["negative_prompt_embeds"].shape

@@ -131,3 +131,27 @@ def test_baselines_table_from_the_store(tmp_path, capsys):
     capsys.readouterr()
     assert main([*args, "--stored-only"]) == 0
     assert capsys.readouterr().out.strip() == text.strip()  # rendered from the store alone
+
+
+def test_guided_text_rows_double_complete_macs_and_change_the_images(tmp_path):
+    """A text model's rows under classifier-free guidance (RowSetting.guidance_scale): the images differ from the
+    unguided ones, the complete convention counts both halves of each batched-CFG call, the paper's counts batch 1;
+    an unguided setting keeps its old key (no guidance field in it)."""
+    from dataclasses import asdict, replace
+
+    from bench.models import load_model
+
+    t2i = load_model("embedded-t2i")
+    base = RowSetting(n_images=10, teacher_steps=3, batch_size=10, prompts=("a handwritten seven",))
+    guided = replace(base, guidance_scale=t2i.extras["default_sampler"]["guidance_scale"])
+    with ResultStore(tmp_path / "results.sqlite") as store:
+        run = Experiment.from_dict({"method": "ddim", "config": {"steps": 3}}).build(t2i, Context(store, tmp_path))
+        plain = as_record(measure(t2i, run, base, store, tmp_path, progress=False)[0])
+        cfg = as_record(measure(t2i, run, guided, store, tmp_path, progress=False)[0])
+    assert cfg["macs_paper_g"] == pytest.approx(plain["macs_paper_g"], rel=1e-12)
+    assert cfg["macs_complete_g"] == pytest.approx(2 * plain["macs_complete_g"], rel=1e-12)
+    assert cfg["speedup_complete"] == pytest.approx(plain["speedup_complete"])
+    assert cfg["nfe"] == plain["nfe"] == 3                  # batched CFG: one U-Net call per step
+    assert cfg["clip_score"] != plain["clip_score"]         # guidance changed the images
+    assert "guidance_scale" not in base.key_fields() and guided.key_fields() == asdict(guided)
+    assert row_key(t2i, run, base) != row_key(t2i, run, guided)

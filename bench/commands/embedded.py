@@ -44,7 +44,8 @@ def register(subparsers) -> None:
     g.add_argument("--n", type=int, default=None, help="number of samples per gate (default 1000)")
     g.add_argument("--steps", type=int, default=None,
                    help="sampling steps (default: embedded 100 DDIM eta 0, embedded-t2i 50 PLMS)")
-    g.add_argument("--guidance-scale", type=float, default=None, help="CFG scale of the conditional gate (default 3)")
+    g.add_argument("--guidance-scale", type=float, default=None, help="CFG scale of the conditional gate (default: embedded 3, embedded-t2i its "
+                   "default sampler's 1.5)")
     g.add_argument("--seed", type=int, default=0, help="first per-sample seed (default 0)")
     g.add_argument("--batch-size", type=int, default=None, help="sampling batch size (default 250)")
     g.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -88,7 +89,7 @@ def _train_command_line(args: argparse.Namespace) -> str:
 
 GATE_DEFAULTS = {
     "embedded": dict(n=1000, steps=100, guidance_scale=3.0, batch_size=250, grid=Path("docs/embedded_samples.png")),
-    "embedded-t2i": dict(n=1000, steps=50, guidance_scale=3.0, batch_size=250,
+    "embedded-t2i": dict(n=1000, steps=50, guidance_scale=None, batch_size=250,  # guidance: DEFAULT_SAMPLER
                          grid=Path("docs/embedded_t2i_samples.png")),
 }
 
@@ -97,6 +98,10 @@ def run_gates(args: argparse.Namespace) -> int:
     for name, value in GATE_DEFAULTS[args.model].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+    if args.model == "embedded-t2i" and args.guidance_scale is None:
+        from bench.embedded.t2i.unet import DEFAULT_SAMPLER
+
+        args.guidance_scale = DEFAULT_SAMPLER["guidance_scale"]
     if args.model == "embedded-t2i":
         from bench.commands.embedded_t2i_gates import run_gates as _run
     else:

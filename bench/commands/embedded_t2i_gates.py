@@ -110,7 +110,7 @@ def grid_png(bundle, path: Path, steps: int, guidance_scale: float, per_row: int
     return prompts
 
 
-def measure(n: int = 1000, steps: int = 50, guidance_scale: float = 3.0, seed: int = 0, batch_size: int = 250,
+def measure(n: int = 1000, steps: int = 50, guidance_scale: float = 1.5, seed: int = 0, batch_size: int = 250,
             weights_dir: Path | None = None, grid: Path | None = None, progress: bool = True) -> dict:
     from bench.commands.embedded_gates import real_halves
     from bench.embedded.classifier import predict

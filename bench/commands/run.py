@@ -61,8 +61,10 @@ def add_setting_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extractor", default="digits-cnn", help="feature extractor (default digits-cnn)")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--prompt", action="append", default=None, help="prompt(s) for text-to-image models")
-    p.add_argument("--clip-model", default="ViT-B-32", help="open_clip model of the CLIP score (text models)")
-    p.add_argument("--clip-pretrained", default="openai", help="open_clip tag in the HF cache, or a weights file")
+    p.add_argument("--clip-model", default=None, help="open_clip model of the CLIP score (text models; default: "
+                                                      "the model's own scoring CLIP, else ViT-B-32)")
+    p.add_argument("--clip-pretrained", default=None, help="open_clip tag in the HF cache, or a weights file "
+                                                           "(default: the model's own, else openai)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--store", default=DEFAULT_STORE, help=f"results store (default {DEFAULT_STORE})")
     p.add_argument("--cache-dir", default=None, help="cache of teacher images / features (default $FLEXBENCH_CACHE)")

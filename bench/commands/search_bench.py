@@ -13,11 +13,12 @@ def run(args) -> int:
     from bench.evaluation.benchmark import BenchCase, format_report, run_benchmark
     from flexiffusion.io import atomic_write_json
 
-    if args.images < 2 or args.iterations < 0:
-        raise UserError("search-bench needs --images >= 2 and --iterations >= 0")
+    if args.images < 2 or args.iterations < 0 or (args.n_m is not None and args.n_m < 1) or (
+            args.initial is not None and args.initial < 1):
+        raise UserError("search-bench needs --images >= 2, --iterations >= 0, --n-m >= 1 and --initial >= 1")
     options = tuple(o for o in (args.options or "").split(",") if o)
     case = BenchCase(args.preset, args.images, args.iterations, args.seed, args.threads, args.batch_size,
-                     args.layout, options, args.keep_features)
+                     args.layout, options, args.keep_features, args.n_m, args.initial)
     def save(report):
         if args.json:
             atomic_write_json(args.json, json.loads(json.dumps(report, default=str)))
@@ -36,6 +37,9 @@ def register(sub) -> None:
     p.add_argument("--images", type=int, default=64, help="images per candidate (default 64)")
     p.add_argument("--iterations", type=int, default=10, help="Algorithm 1 iterations (default 10)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-m", type=int, default=None, help="segments per mutation, Algorithm 2's n_m (default: the "
+                                                        "search's default)")
+    p.add_argument("--initial", type=int, default=None, help="initial population size (default: the preset's)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--layout", default="tile", choices=("tile", "compact"))

@@ -46,6 +46,8 @@ class BenchCase:
     layout: str = "tile"
     options: tuple[str, ...] = ()
     keep_features: bool = False  # states keep the space's branches' features (more memory per state)
+    n_m: int | None = None       # Algorithm 2's n_m (None: the preset's / the default)
+    initial: int | None = None   # initial population size (None: the preset's)
 
     def __post_init__(self):
         unknown = [o for o in self.options if o not in OPTIONS]
@@ -59,7 +61,8 @@ def _search_parts(case: BenchCase):
 
     preset = get_preset(case.preset)
     args = SimpleNamespace(layout=case.layout, segments=None, branches=None, intervals=None, budget=None,
-                           model=None, iterations=case.iterations, seed=case.seed)
+                           model=None, iterations=case.iterations, seed=case.seed, n_m=case.n_m,
+                           initial=case.initial)
     space, cost, budget = space_of(args, preset)
     config = _config(args, preset)
     setting = EvaluationSetting.for_images(case.images, model=preset.model, scheduler=preset.scheduler,
@@ -209,7 +212,8 @@ def format_report(r: dict) -> str:
     """The report as lines of text."""
     n, f = r["naive"], r["fast"]
     lines = [f"search benchmark {r['case']['preset']}: {r['n_images']} images per candidate, "
-             f"{r['config']['iterations']} iterations, seed {r['config']['seed']}, threads {r['case']['threads']}, "
+             f"{r['config']['iterations']} iterations, initial {r['config']['initial']}, n_m {r['config']['n_m']}, "
+             f"seed {r['config']['seed']}, threads {r['case']['threads']}, "
              f"eager fp32; {n['requested_evaluations']} evaluations requested by Algorithm 1, "
              f"{r['distinct_candidates']} distinct ({r['duplicates']} duplicates)"]
     for a in (n, f):

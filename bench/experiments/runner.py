@@ -72,10 +72,12 @@ def _setting(spec, options, bundle):
     from bench.rows import RowSetting
 
     n = options.images or spec.images
-    prompts = ()
-    if bundle.conditioning == "text":
+    prompts, guidance = (), None
+    if bundle.conditioning == "text":   # prompted rows sample with the model's default guidance (SD: 7.5)
         prompts = tuple(f"a handwritten {DIGIT_WORDS[i % 10]}" for i in range(n))
-    return RowSetting(n_images=n, teacher_steps=spec.teacher_steps, batch_size=min(n, 250), prompts=prompts)
+        guidance = (bundle.extras.get("default_sampler") or {}).get("guidance_scale")
+    return RowSetting(n_images=n, teacher_steps=spec.teacher_steps, batch_size=min(n, 250), prompts=prompts,
+                      guidance_scale=guidance)
 
 
 def _quality(spec, row, exp, plan, sched, bundle, store, options):

@@ -62,8 +62,11 @@ def load_embedded_t2i(path: str | None = None) -> ModelBundle:
 
     model = load_t2i(path, verify=True)
     digest = model.manifest["files"]["unet/diffusion_pytorch_model.safetensors"]
+    from bench.embedded.t2i.clip_model import register
+
     return t2i_bundle(model.unet, model.scheduler_config, model.text_encoder, f"embedded-t2i:{digest[:16]}",
-                      extras={"manifest": model.manifest, "clip_weights": model.clip_weights})
+                      extras={"manifest": model.manifest, "clip_weights": model.clip_weights,
+                              "scoring_clip": {"model": register(), "pretrained": str(model.clip_weights)}})
 
 
 def random_t2i_bundle(seed: int = 0) -> ModelBundle:

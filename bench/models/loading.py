@@ -143,7 +143,10 @@ def sd_bundle(pipe, name: str, weights_id: str) -> ModelBundle:
 
     return ModelBundle(name, unet, dict(pipe.scheduler.config), (unet.config.in_channels, s, s),
                        conditioning="text", decode=decode, encode_prompts=encode_prompts, weights_id=weights_id,
-                       extras={"pipeline": pipe, "modules": [vae, pipe.text_encoder]})
+                       extras={"pipeline": pipe, "modules": [vae, pipe.text_encoder],
+                               # the paper's SD setting (Sec. 5): 50-step PLMS, guidance 7.5
+                               "default_sampler": dict(scheduler="plms", steps=50, guidance_scale=7.5,
+                                                       cfg="batched")})
 
 
 @register_loader("sd")

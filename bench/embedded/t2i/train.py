@@ -43,7 +43,7 @@ WEIGHT_FILES = ("unet/config.json", "unet/diffusion_pytorch_model.safetensors", 
 
 @dataclass
 class T2ITrainConfig:
-    steps: int = 1200            # U-Net
+    steps: int = 4800            # U-Net
     batch_size: int = 32
     lr: float = 8e-4
     warmup: int = 100

@@ -43,7 +43,7 @@ SCHEDULER_CONFIG: dict = dict(
     skip_prk_steps=True,
 )
 
-DEFAULT_SAMPLER = dict(scheduler="plms", steps=50, guidance_scale=3.0, cfg="batched")
+DEFAULT_SAMPLER = dict(scheduler="plms", steps=50, guidance_scale=1.5, cfg="batched")
 
 
 def build_unet() -> UNet2DConditionModel:
