@@ -68,8 +68,7 @@ def spread() -> dict:
         print(f"{name}: {json.dumps(runs[name])} ({time.perf_counter() - t0:.0f} s)", flush=True)
     runs["other seeds"] = compute(OTHER_SEEDS)
     print(f"other seeds: {json.dumps(runs['other seeds'])}", flush=True)
-    kernel = {k: max(r[k] for n, r in runs.items() if n in conditions) - min(r[k] for n, r in runs.items()
-                                                                             if n in conditions)
+    kernel = {k: max(runs[n][k] for n in conditions) - min(runs[n][k] for n in conditions)
               for k in runs["threads=1 batch=all"]}
     seed_change = {k: runs["other seeds"][k] - runs["threads=1 batch=all"][k] for k in kernel}
     return {"runs": runs, "kernel_spread": kernel, "seed_block_change": seed_change}
