@@ -97,7 +97,7 @@ def run(args) -> int:
     _search(search)
     runs: dict = {}
     options = Options("embedded", images=args.n, bootstrap=args.bootstrap, cache_dir=args.cache_dir,
-                      device=args.device, searches={PRESET: name}, runs=runs)
+                      device=args.device, searches={PRESET: name}, runs=runs, bundle=bundle)
     print(f"2/3 rows at {args.n} images each (seeds 0-{args.n - 1}); results store {store_path}")
     with num_threads(args.threads), ResultStore(store_path) as store:
         cells, comparisons = fill(spec, store, options)

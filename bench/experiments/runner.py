@@ -31,6 +31,7 @@ class Options:
     device: str = "cpu"
     searches: dict = field(default_factory=dict)   # preset -> the search name its rows take (default: the newest)
     runs: dict | None = None   # when a dict: filled with label -> bench.rows.Run of each measured row
+    bundle: object = None      # the model, already loaded by the caller (the runs' hooks act on its U-Net)
 
 
 def resolve_model(spec: ExperimentSpec, model: str | None) -> str:
@@ -140,6 +141,8 @@ def fill(spec: ExperimentSpec, store, options: Options) -> tuple[list[Cell], lis
         if not have_weights:
             cells.append(Cell(row.label, "cost only", keys, command, row.note, plan.tokens() if plan else None))
             continue
+        if bundle is None and options.bundle is not None:
+            bundle = options.bundle
         if bundle is None:
             from bench.models import load_model
 
