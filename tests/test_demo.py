@@ -1,6 +1,10 @@
-"""The main job runs end to end on the shipped embedded model (small settings) and caches the teacher."""
+"""The main job runs end to end on the shipped embedded model (tiny search settings, few images): the four rows
+(teacher, DeepCache, Flexiffusion from its short search, AutoDiffusion), the comparisons and the HTML report; a
+second run reuses the store (nothing sampled for a row, nothing searched, no store row added)."""
+import importlib
 import json
 import math
+import sqlite3
 
 import pytest
 import torch
@@ -9,80 +13,108 @@ from bench.cli import main
 from bench.cost.macs import PAPER, preset_table
 from flexiffusion.threads import num_threads
 
+TINY = ["--n", "12", "--search-images", "6", "--search-iterations", "1", "--search-initial", "3", "--ad-k", "4",
+        "--ad-images", "6", "--ad-population", "3", "--ad-epochs", "1", "--bootstrap", "20", "--threads", "1"]
 
-def test_demo_small(tmp_path, capsys):
-    args = ["demo", "--n", "12", "--steps", "10", "--interval", "5", "--branch", "3", "--latency-batch", "2",
-            "--latency-repeats", "1", "--batch-size", "6", "--threads", "1", "--cache-dir", str(tmp_path / "cache"),
-            "--out", str(tmp_path / "demo.json"), "--report", str(tmp_path / "report")]
+
+def _rows(path) -> int:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT count(*) FROM rows").fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """One tiny demo run, with every row generation and every search evaluation counted."""
+    tmp = tmp_path_factory.mktemp("demo")
+    rows = importlib.import_module("bench.rows")
+    driver = importlib.import_module("bench.search.driver")
+    calls = {"rows": 0}
+    real_generate, real_call = rows._generate, driver.StoredFitness.__call__
+
+    def generate(*a, **k):
+        calls["rows"] += 1
+        return real_generate(*a, **k)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(rows, "_generate", generate)
+    fresh = {"done": 0}
+
+    def counted_call(self, plans):
+        before = self.done
+        out = real_call(self, plans)
+        fresh["done"] += self.done - before
+        return out
+
+    mp.setattr(driver.StoredFitness, "__call__", counted_call)
+    args = ["demo", *TINY, "--cache-dir", str(tmp / "cache"), "--store", str(tmp / "store.sqlite")]
     with num_threads(2):
-        assert main(args) == 0
-        assert torch.get_num_threads() == 2  # --threads is scoped to the job
-    out = capsys.readouterr().out
-    assert "teacher (DDIM)" in out and "uniform N=5 b=3" in out and "rFID" in out
-    result = json.loads((tmp_path / "demo.json").read_text())
-    rows = result["rows"]
-    assert len(rows) == 2
-    teacher, cand = rows
-    assert [teacher["plan"], cand["plan"]] == ["teacher (DDIM)", "uniform N=5 b=3"]
-    for row in rows:
-        assert type(row["NFE"]) is int and row["n"] == 12
-        for key in ("avg MACs (G)", "speedup (MACs)", "latency (ms/img)", "speedup (wall)", "FID", "rFID", "IS",
-                    "precision", "recall"):
-            assert type(row[key]) is float and math.isfinite(row[key]), (row["plan"], key)
-        assert row["latency (ms/img)"] > 0 and row["FID"] > 0 and row["IS"] >= 1
-        assert 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
-    assert teacher["NFE"] == 10 and cand["NFE"] == 10 and teacher["speedup (wall)"] == 1.0
-    # MACs from the table by hand: 10 steps, full at steps 0 and 5, partial(3) at the other 8.
+        rc = main(args + ["--out", str(tmp / "a.json"), "--report", str(tmp / "r1")])
+        threads_after = torch.get_num_threads()
+    first = {"rc": rc, "rows": calls["rows"], "search": fresh["done"], "store_rows": _rows(tmp / "store.sqlite"),
+             "threads_after": threads_after}
+    yield tmp, args, first, calls, fresh
+    mp.undo()
+
+
+def test_demo_measures_the_four_rows_and_writes_the_report(first_run):
+    tmp, _, first, _, _ = first_run
+    assert first["rc"] == 0 and first["threads_after"] == 2       # --threads is scoped to the job
+    assert first["rows"] == 4 and first["search"] >= 3             # teacher sampled once (row = rFID reference)
+    result = json.loads((tmp / "a.json").read_text())
+    rows = {r["label"]: r for r in result["rows"]}
+    assert list(rows) == ["teacher (DDIM 100)", "DeepCache N=5 b=3", "Flexiffusion", "AutoDiffusion K=4"]
+    for label, row in rows.items():
+        assert row["status"] == "measured" and row["nfe"] > 0
+        for key in ("avg_macs_paper_g", "speedup_paper", "latency_s_per_image", "fid", "rfid", "isc",
+                    "precision", "recall", "fid_low", "fid_high", "rfid_low", "rfid_high"):
+            assert math.isfinite(row[key]), (label, key)
+    teacher, dc, flex, ad = rows.values()
+    # MACs from the table by hand: 100 steps, full at every 5th, partial(3) in between.
     table = preset_table("embedded")
     full, partial = table.unet_macs("full", None, PAPER), table.unet_macs("partial", 3, PAPER)
-    assert teacher["avg MACs (G)"] == full / 1e9 and teacher["speedup (MACs)"] == 1.0
-    assert cand["avg MACs (G)"] == (2 * full + 8 * partial) / 10 / 1e9
-    assert cand["speedup (MACs)"] == pytest.approx(10 * full / (2 * full + 8 * partial), rel=1e-12)
-    # rFID: the teacher scored against itself is 0 up to sqrtm round-off; the candidate differs from it.
-    assert abs(teacher["rFID"]) < 1e-3 < cand["rFID"]
-    assert result["environment"]["threads"] == 1 and "torch" in result["environment"]
-    assert (tmp_path / "cache" / "teacher-images").is_dir()
-    page = (tmp_path / "report" / "index.html").read_text()
-    assert "uniform N=5 b=3" in page and "<details><summary>provenance</summary>" in page
-    assert page.count("<img src=") == 2 and len(list((tmp_path / "report" / "img").glob("*.png"))) == 2
+    assert teacher["nfe"] == 100 and teacher["speedup_paper"] == 1.0
+    assert dc["avg_macs_paper_g"] == pytest.approx((20 * full + 80 * partial) / 100 / 1e9, rel=1e-9)
+    assert flex["avg_macs_paper_g"] <= 0.5 * full / 1e9 + 1e-12   # the preset's budget: half the teacher
+    assert ad["nfe"] == 4
+    assert abs(teacher["rfid"]) < 1e-3 < dc["rfid"]               # the teacher against itself is 0
+    assert [c.split(":")[0] for c in result["comparisons"]] == ["Flexiffusion vs DeepCache N=5 b=3",
+                                                                "DeepCache N=5 b=3 vs teacher (DDIM 100)"]
+    assert all("significant" in c for c in result["comparisons"])
+    page = (tmp / "r1" / "index.html").read_text()
+    assert "AutoDiffusion K=4" in page and "Flexiffusion" in page and "<details><summary>provenance</summary>" in page
+    assert "paired bootstrap" in page
+    imgs = sorted(p.name for p in (tmp / "r1" / "img").glob("*.png"))
+    assert page.count("<img src=") == len(imgs) == 4                # samples, 2 Pareto plots, schedule strips
+    assert any("samples" in n for n in imgs) and any("schedules" in n for n in imgs)
 
 
-def test_demo_second_run_reuses_the_store(tmp_path, capsys, monkeypatch):
-    """Run twice with the same settings: the second run evaluates nothing (fidelity and latency are counted), takes
-    the rows from the store and still writes the report (only the grid's images are sampled again)."""
-    import importlib
-
-    fidelity = importlib.import_module("bench.quality.fidelity")  # the module (its package re-exports the function)
-    plan_latency = importlib.import_module("bench.cost.plan_latency")
-
-    calls = {"fidelity": 0, "latency": 0}
-    real_fid, real_lat = fidelity.fidelity, plan_latency.measure_plans
-
-    def counted(name, fn):
-        def wrapper(*a, **k):
-            calls[name] += 1
-            return fn(*a, **k)
-        return wrapper
-
-    monkeypatch.setattr(fidelity, "fidelity", counted("fidelity", real_fid))
-    monkeypatch.setattr(plan_latency, "measure_plans", counted("latency", real_lat))
-    args = ["demo", "--n", "10", "--steps", "10", "--latency-batch", "2", "--latency-repeats", "1",
-            "--batch-size", "10", "--threads", "1", "--cache-dir", str(tmp_path / "cache"),
-            "--store", str(tmp_path / "store.sqlite")]
-    assert main(args + ["--out", str(tmp_path / "a.json"), "--report", str(tmp_path / "r1")]) == 0
-    assert calls == {"fidelity": 2, "latency": 1}
-    assert main(args + ["--out", str(tmp_path / "b.json"), "--report", str(tmp_path / "r2")]) == 0
-    assert calls == {"fidelity": 2, "latency": 1}  # nothing evaluated again
-    assert "reusing the stored results" in capsys.readouterr().out
-    assert json.loads((tmp_path / "a.json").read_text()) == json.loads((tmp_path / "b.json").read_text())
-    assert (tmp_path / "r2" / "index.html").is_file()
+def test_demo_second_run_reuses_the_store(first_run, capsys):
+    """Nothing searched again (0 new evaluations), no row generated again (only the grid's 8 images per row are
+    sampled), no store row added, the same numbers."""
+    tmp, args, first, calls, fresh = first_run
+    before = (calls["rows"], fresh["done"])
+    capsys.readouterr()
+    assert main(args + ["--out", str(tmp / "b.json"), "--report", str(tmp / "r2")]) == 0
+    assert (calls["rows"], fresh["done"]) == before
+    assert _rows(tmp / "store.sqlite") == first["store_rows"]
+    out = capsys.readouterr().out
+    assert "evaluations: 0 new" in out and out.count(": reused") == 4
+    a, b = (json.loads((tmp / f).read_text()) for f in ("a.json", "b.json"))
+    for ra, rb in zip(a["rows"], b["rows"]):
+        assert ra.pop("status") == "measured" and rb.pop("status") == "reused"
+        assert ra == rb
+    assert a["comparisons"] == b["comparisons"]
+    assert (tmp / "r2" / "index.html").is_file()
 
 
-def test_demo_bad_branch(capsys):
-    assert main(["demo", "--branch", "42", "--n", "4", "--steps", "10"]) == 2
+def test_demo_bad_branch(capsys, tmp_path):
+    assert main(["demo", "--branch", "42", "--n", "12", "--store", str(tmp_path / "s.sqlite")]) == 2
     assert "branch 42 out of range" in capsys.readouterr().err
+    assert not (tmp_path / "s.sqlite").exists()                    # nothing written
 
 
-def test_demo_bad_threads(capsys):
-    assert main(["demo", "--threads", "0", "--n", "4", "--steps", "10"]) == 2
-    assert "--threads 0" in capsys.readouterr().err
+@pytest.mark.parametrize("flag, value, message", [("--threads", "0", "--threads 0"), ("--n", "4", "--n 4"),
+                                                  ("--ad-k", "0", "--ad-k 0"), ("--bootstrap", "1", "--bootstrap 1")])
+def test_demo_bad_numbers(capsys, flag, value, message):
+    assert main(["demo", flag, value]) == 2
+    assert message in capsys.readouterr().err

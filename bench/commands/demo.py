@@ -1,175 +1,197 @@
-"""``flexbench demo``: the suite's main job on the embedded default.
+"""``flexbench demo``: the suite's main job on the embedded default, nothing downloaded.
 
-The 100-step DDIM teacher against a DeepCache-like plan (a full step every ``--interval`` steps, partial steps
-at a shallow ``--branch`` in between), both unconditional, the same seeds: NFE, avg MACs (paper convention),
-speed-up, measured latency, FID / IS / precision / recall against the real digits and rFID against the teacher.
-Teacher images, their features and the real-data statistics are cached, so a second run only samples the
-candidate. The rows, a sample grid (same seeds, one row per plan) and the plans as step-type strips are written
-as a self-contained HTML report (``--report``, default ``demo-report/index.html``).
+Four rows on the embedded digits model, the same seeds: the 100-step DDIM teacher, DeepCache (uniform: a full
+step every ``--interval`` steps, partial steps at ``--branch`` in between), Flexiffusion (the best plan of a short
+search, preset ``embedded-demo``: 50 % of the teacher's MACs) and AutoDiffusion at a small budget (K steps and
+its own short evolutionary search).  The search runs first, through ``flexbench search``; then the rows are
+measured through the experiments runner (bench.experiments.runner.fill: NFE, avg MACs, speed-up, latency, FID /
+rFID with bootstrap intervals, IS, precision, recall), two pairs get a paired bootstrap of their FID difference,
+and the table, Pareto plots, schedule strips and a sample grid (teacher vs each method, same seeds) are written as
+a self-contained HTML report (``--report``, default ``demo-report/index.html``).  Everything goes to the results
+store: a second run reuses the search, the searches' evaluations and every row, and only renders.
 """
 from __future__ import annotations
 
-from baselines.deepcache import uniform_plan
 from flexiffusion.errors import UserError
-from flexiffusion.schedule import Plan
+
+PRESET = "embedded-demo"
+STEPS = 100                                   # the teacher's grid (the preset's)
+COLUMNS = ["nfe", "avg_macs_paper_g", "speedup_paper", "latency_s_per_image", "fid", "rfid", "isc", "precision",
+           "recall"]
+LABELS = ("teacher (DDIM 100)", "DeepCache", "Flexiffusion", "AutoDiffusion")
 
 
-def _table(rows: list[dict]) -> str:
-    import pandas as pd
+def _search_args(args) -> list[str]:
+    """``flexbench search`` arguments of the demo's short search (the preset's settings unless overridden)."""
+    from bench.cache import stable_hash
 
-    df = pd.DataFrame(rows).set_index("plan")
-    return df.to_string(float_format=lambda v: f"{v:.3f}")
+    over = {k: getattr(args, f"search_{k}") for k in ("images", "iterations", "initial")}
+    over = {k: v for k, v in over.items() if v is not None}
+    name = f"{PRESET}-tile-s0" + (f"-{stable_hash(over)[:8]}" if over else "")
+    out = ["search", "--preset", PRESET, "--seed", "0", "--name", name]
+    for k, v in over.items():
+        out += [f"--{k}", str(v)]
+    if args.threads is not None:
+        out += ["--threads", str(args.threads)]
+    return out
+
+
+def _spec(args):
+    from bench.experiments.spec import ExperimentSpec, RowSpec
+
+    ad = {"k": args.ad_k, "search_images": args.ad_images, "fitness": "fid",
+          "evolution": {"population": args.ad_population, "top_k": max(1, args.ad_population // 3),
+                        "mutation": max(1, args.ad_population // 2), "crossover": max(1, args.ad_population // 4),
+                        "epochs": args.ad_epochs, "stage1_epochs": 1, "ramp_epochs": 1}}
+    rows = [RowSpec(LABELS[0], "teacher", {"steps": STEPS}),
+            RowSpec(f"DeepCache N={args.interval} b={args.branch}", "deepcache",
+                    {"steps": STEPS, "interval": args.interval, "branch": args.branch}),
+            RowSpec("Flexiffusion", search=PRESET, note=f"best plan of the short search {PRESET}"),
+            RowSpec(f"AutoDiffusion K={args.ad_k}", "autodiffusion", ad,
+                    note=f"searched: {args.ad_images} images per evaluation (FID vs the digits' training split), "
+                         f"population {args.ad_population}, {args.ad_epochs} epochs")]
+    return ExperimentSpec(name="demo", title="flexbench demo: embedded digits model", kind="table",
+                          paper="the main job: teacher, DeepCache, Flexiffusion and AutoDiffusion", models=["embedded"],
+                          columns=COLUMNS, rows=rows, images=args.n, teacher_steps=STEPS, plot="pareto",
+                          compare=[["Flexiffusion", rows[1].label], [rows[1].label, LABELS[0]]])
+
+
+def _check(args) -> None:
+    from bench.rows import MIN_ROW_IMAGES
+
+    if args.n < MIN_ROW_IMAGES:
+        raise UserError(f"--n {args.n}: a row needs at least {MIN_ROW_IMAGES} images (1000 for the paper's protocol)")
+    for name in ("threads", "search_images", "search_iterations", "search_initial", "ad_k", "ad_images",
+                 "ad_population", "ad_epochs"):
+        v = getattr(args, name)
+        low = 0 if name == "search_iterations" else 2 if name in ("search_images", "ad_images") else 1
+        if v is not None and v < low:
+            raise UserError(f"--{name.replace('_', '-')} {v}: need at least {low}")
+    if args.bootstrap < 2:
+        raise UserError(f"--bootstrap {args.bootstrap}: use at least 2 resamples (200 is the default)")
 
 
 def run(args) -> int:
-    from flexiffusion.engine import StepEngine
-    from flexiffusion.io import atomic_write_json
+    from pathlib import Path
+
     from flexiffusion.threads import num_threads
 
+    from bench.cache import cache_dir
+    from bench.experiments.runner import Options, fill, prepared_rows
     from bench.models import load_model
+    from bench.store import ResultStore
 
-    if args.n < 2:
-        raise UserError(f"--n {args.n}: FID needs at least 2 images (1000 for the paper's protocol)")
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"--threads {args.threads}: need at least 1 thread")
-    teacher = Plan.full(args.steps, name="teacher (DDIM)")
-    candidate = uniform_plan(args.steps, args.interval, args.branch,
-                             name=f"uniform N={args.interval} b={args.branch}")
+    _check(args)
+    spec = _spec(args)
     bundle = load_model("embedded", device=args.device)
-    for plan in (teacher, candidate):
-        plan.validate(grid_length=args.steps)
-    candidate.validate(StepEngine(bundle.unet).num_branches)
-    seeds = list(range(args.seed0, args.seed0 + args.n))
-    with num_threads(args.threads):  # the caller's thread count is restored afterwards
-        rows, environment, samples = _evaluate_or_reuse(args, bundle, (teacher, candidate), seeds)
-    print()
-    print(f"embedded digits model, {args.steps}-step DDIM, {args.n} images (seeds {seeds[0]}-{seeds[-1]}), "
-          f"MACs: paper convention (U-Net only, batch 1, attention matmuls not counted)")
-    print(_table(rows))
-    if args.out:
-        out = atomic_write_json(args.out, {"rows": rows, "environment": environment}, sort_keys=False, default=str)
-        print(f"wrote {out}")
-    if args.report:
-        print(f"wrote {_report(args, bundle, rows, environment, samples, (teacher, candidate), seeds)}")
+    for _, exp, _, _ in prepared_rows(spec, "embedded"):   # every row checked before anything runs or is written
+        if exp is not None:
+            exp.validate(bundle)                                 # a branch out of range, K, ...
+    store_path = Path(args.store or cache_dir(args.cache_dir) / "results.sqlite")
+    search = _search_args(args)
+    name = search[search.index("--name") + 1]
+    search += ["--store", str(store_path), "--out", str(cache_dir(args.cache_dir) / "demo-search" / name)]
+    if args.cache_dir:
+        search += ["--cache-dir", str(args.cache_dir)]
+    print(f"1/3 Flexiffusion search ({PRESET}; a rerun replays it from the store): flexbench {' '.join(search)}")
+    _search(search)
+    runs: dict = {}
+    options = Options("embedded", images=args.n, bootstrap=args.bootstrap, cache_dir=args.cache_dir,
+                      device=args.device, searches={PRESET: name}, runs=runs, bundle=bundle)
+    print(f"2/3 rows at {args.n} images each (seeds 0-{args.n - 1}); results store {store_path}")
+    with num_threads(args.threads), ResultStore(store_path) as store:
+        cells, comparisons = fill(spec, store, options)
+        for c in cells:
+            print(f"  {c.label}: {c.status}")
+        print("3/3 report: sampling the grid's 8 images per row")
+        _print_and_report(args, spec, cells, comparisons, store, bundle, runs)
     return 0
 
 
-def _report(args, bundle, rows, environment, samples, plans, seeds):
-    """The HTML report: the table (provenance per row), the sample grid and the schedule strips."""
+def _search(argv: list[str]) -> None:
+    """Run ``flexbench search ARGV`` (its parser, its progress bar; UserError propagates)."""
+    import argparse
+
+    from . import search
+
+    parser = argparse.ArgumentParser(prog="flexbench")
+    search.register(parser.add_subparsers())
+    search.run_search(parser.parse_args(argv))
+
+
+def _grid(bundle, runs: dict, seeds) -> dict:
+    from bench.generate import generate_images
+
+    out = {}
+    for label, run in runs.items():
+        with run.hooks():
+            out[label] = generate_images(bundle, run.plan, seeds, scheduler=run.scheduler, batch_size=len(seeds),
+                                         progress=False)
+    return out
+
+
+def _print_and_report(args, spec, cells, comparisons, store, bundle, runs) -> None:
+    import json
     import tempfile
     from pathlib import Path
 
-    import pandas as pd
-
+    from flexiffusion.io import atomic_write_json
     from reports import figures_samples, html
+    from reports.experiment import collect, render
 
-    provenance = [{"model": "embedded", "weights": bundle.weights_id, "plan digest": plan.digest(), "n": args.n,
-                   "seeds": f"{seeds[0]}-{seeds[-1]}", "device": str(bundle.device), "threads": args.threads,
-                   "torch": environment.get("torch")} for plan in plans]
+    df, raw, prov, notes, _ = collect(spec, cells, store)
     with tempfile.TemporaryDirectory() as tmp:
-        grid = figures_samples.sample_grid(samples, Path(tmp) / "samples.png", seeds=seeds)
-        strips = figures_samples.schedule_strips(list(plans), Path(tmp) / "schedules.png")
-        report = html.Report("flexbench demo: embedded digits model", [
-            html.Table.from_dataframe("results", pd.DataFrame(rows).set_index("plan"), provenance,
-                                      note=f"{args.steps}-step DDIM, {args.n} images per plan; FID / IS / precision "
-                                           "/ recall against all 1797 real digits (digits-cnn extractor), rFID "
-                                           "against the teacher's images from the same seeds; MACs in the "
-                                           "paper's convention."),
-            html.Figure("samples (same seeds, one row per plan)", grid),
-            html.Figure("schedules (step types in sampling order)", strips)])
-        return html.write_report(report, args.report)
-
-
-METRICS = ("NFE", "avg MACs (G)", "speedup (MACs)", "latency (ms/img)", "speedup (wall)", "FID", "rFID", "IS",
-           "precision", "recall", "n")
-
-
-def _evaluate_or_reuse(args, bundle, plans, seeds):
-    """Rows from the results store when this exact run is already there (only the sample grid's few images are
-    sampled again), else evaluated and stored as tidy rows under one key."""
-    from bench.cache import cache_dir, stable_hash
-    from bench.generate import generate_images
-    from bench.store import ResultStore
-
-    key = "demo/" + stable_hash({"weights": bundle.weights_id, "plans": [p.tokens() for p in plans],
-                                 "steps": args.steps, "seeds": [seeds[0], seeds[-1]], "device": str(bundle.device),
-                                 "threads": args.threads, "latency": [args.latency_batch, args.latency_repeats]})
-    path = args.store or cache_dir(args.cache_dir) / "results.sqlite"
-    with ResultStore(path) as store:
-        stored = store.get(key)
-        if stored is None:
-            rows, environment, samples = _evaluate(args, bundle, plans, seeds)
-            store.put(key, [{"experiment": "demo", "method": r["plan"], "model": "embedded",
-                             "weights": bundle.weights_id, "plan_digest": p.digest(), "plan": p.to_dict(),
-                             "scheduler": "ddim", "grid": args.steps, "metric": m, "value": r[m], "n_images": args.n,
-                             "seeds": f"{seeds[0]}-{seeds[-1]}", "extra": {"environment": environment}}
-                            for p, r in zip(plans, rows) for m in METRICS])
-            return rows, environment, samples
-    print(f"reusing the stored results (key {key} in {path}); sampling only the grid's images")
-    rows = []
-    for plan in plans:
-        mine = {r["metric"]: r["value"] for r in stored if r["method"] == plan.name}
-        rows.append({"plan": plan.name, **{m: int(mine[m]) if m in ("NFE", "n") else mine[m] for m in METRICS}})
-    environment = stored[0]["extra"]["environment"]
-    samples = {p.name: generate_images(bundle, p, seeds[:8], batch_size=8, desc=p.name) for p in plans}
-    return rows, environment, samples
-
-
-def _evaluate(args, bundle, plans, seeds) -> tuple[list[dict], dict]:
-    """Rows of the demo table (teacher first) and the environment they were measured in."""
-    from bench.cost.cases import LatencyCase
-    from bench.cost.plan_latency import measure_plans
-    from bench.cost.schedule_cost import plan_cost
-    from bench.quality.sources import digits_uint8
-    from bench.evaluation import relative_fid
-    from bench.generate import generate_images
-    from bench.quality.fidelity import fidelity
-
-    teacher = plans[0]
-    rfid = relative_fid(bundle, seeds, args.steps, scheduler="ddim", gen_batch_size=args.batch_size, progress=True,
-                        cache_dir=args.cache_dir)
-    real = digits_uint8("all")  # all 1797 real digits: the reference set, its statistics cached
-    print(f"latency: timing both plans on the embedded architecture (batch {args.latency_batch}) ...")
-    latency = measure_plans(LatencyCase("embedded", batch_size=args.latency_batch, threads=args.threads,
-                                        device=str(bundle.device), warmup=1, repeats=args.latency_repeats,
-                                        guidance=False),  # the demo samples unconditionally
-                            list(plans))
-    rows, samples = [], {}
-    for plan, lat in zip(plans, latency.measurements):
-        images = rfid.teacher_images().tensor() if plan is teacher else generate_images(
-            bundle, plan, seeds, batch_size=args.batch_size, desc=plan.name)
-        quality = fidelity(images, real, ("fid", "isc", "prc"), extractor="digits-cnn",
-                           reference_source="digits-all", cache_dir=args.cache_dir)
-        relative = rfid.score_images(images)
-        samples[plan.name] = images[:8]
-        cost = plan_cost(plan, "embedded")
-        rows.append({"plan": plan.name, "NFE": plan.nfe, "avg MACs (G)": cost.avg_macs_g,
-                     "speedup (MACs)": cost.speedup, "latency (ms/img)": 1e3 * lat.per_image,
-                     "speedup (wall)": None, "FID": quality["fid"], "rFID": relative["rfid"],
-                     "IS": quality["isc_mean"], "precision": quality["precision"], "recall": quality["recall"],
-                     "n": args.n})
-    for r in rows:
-        r["speedup (wall)"] = rows[0]["latency (ms/img)"] / r["latency (ms/img)"]
-    return rows, latency.environment, samples
+        folder = render(spec, "embedded", cells, comparisons, store, tmp)
+        lines = (folder / "table.md").read_text()
+        print()
+        print(f"embedded digits model, {STEPS}-step DDIM teacher, {args.n} images per row (seeds 0-{args.n - 1}); "
+              "MACs: paper convention (U-Net only, batch 1, attention matmuls not counted)")
+        print(lines)
+        if args.out:
+            out = atomic_write_json(args.out, {"rows": [{"label": label, **{k: (None if v != v else v) for k, v in
+                                                                           values.items()}}
+                                                        for label, values in raw.to_dict(orient="index").items()],
+                                               "comparisons": json.loads((folder / "provenance.json").read_text())
+                                               ["comparisons"]}, sort_keys=False, default=str)
+            print(f"wrote {out}")
+        if not args.report:
+            return
+        seeds = list(range(min(8, args.n)))
+        grid = figures_samples.sample_grid(_grid(bundle, runs, seeds), Path(tmp) / "samples.png", seeds=seeds)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        figures = [html.Figure(f["title"], folder / f["file"]) for f in manifest["files"] if f["file"].endswith(".png")]
+        table = html.Table.from_dataframe("results", df.rename_axis("row"), [
+            {k: v for k, v in p.items() if k in ("label", "status", "keys", "command", "note")} for p in prov],
+            note=f"{args.n} images per row; " + " ".join(ln for ln in lines.splitlines()
+                                                       if ln and not ln.startswith("|") and not ln.startswith("#")))
+        report = html.Report(spec.title, [table, html.Figure("samples (teacher vs each method, same seeds)", grid),
+                                          *figures],
+                             intro="The main job of flexiffusion-bench (flexbench demo): every number from the "
+                                   "results store; provenance per row under the table.")
+        print(f"wrote {html.write_report(report, args.report)}")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="main job: teacher vs a cached plan on the embedded model (NFE, MACs, "
-                                    "latency, FID, rFID, IS, precision, recall)",
+    p = sub.add_parser("demo", help="main job: teacher, DeepCache, a short Flexiffusion search and AutoDiffusion on "
+                                    "the embedded model (NFE, MACs, latency, FID, rFID, IS, P/R; HTML report)",
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
-    p.add_argument("--n", type=int, default=1000, help="images per plan (default 1000)")
-    p.add_argument("--steps", type=int, default=100, help="DDIM steps of the base grid (default 100)")
-    p.add_argument("--interval", type=int, default=5, help="full step every N steps (default 5)")
-    p.add_argument("--branch", type=int, default=3, help="skip branch of the partial steps (default 3)")
-    p.add_argument("--seed0", type=int, default=0, help="first seed (seeds seed0 .. seed0+n-1)")
-    p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--latency-batch", type=int, default=16)
-    p.add_argument("--latency-repeats", type=int, default=3)
+    p.add_argument("--n", type=int, default=1000, help="images per row (default 1000)")
+    p.add_argument("--interval", type=int, default=5, help="DeepCache: full step every N steps (default 5)")
+    p.add_argument("--branch", type=int, default=3, help="DeepCache: skip branch of the partial steps (default 3)")
+    p.add_argument("--search-images", type=int, default=None, help="Flexiffusion search: images per candidate "
+                                                                    "(default: the embedded-demo preset's, 48)")
+    p.add_argument("--search-iterations", type=int, default=None, help="search iterations (default 3)")
+    p.add_argument("--search-initial", type=int, default=None, help="search initial population (default 8)")
+    p.add_argument("--ad-k", type=int, default=10, help="AutoDiffusion: K steps (default 10)")
+    p.add_argument("--ad-images", type=int, default=128, help="AutoDiffusion: images per evaluation (default 128)")
+    p.add_argument("--ad-population", type=int, default=8, help="AutoDiffusion: population (default 8)")
+    p.add_argument("--ad-epochs", type=int, default=2, help="AutoDiffusion: epochs (default 2)")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the intervals (default 200)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--cache-dir", default=None, help="cache of teacher images / features / statistics")
     p.add_argument("--out", default=None, help="also write the rows as JSON here")
-    p.add_argument("--store", default=None, help="results store (default CACHE/results.sqlite); a run already "
+    p.add_argument("--store", default=None, help="results store (default CACHE/results.sqlite); everything already "
                                                  "stored is reused, not recomputed")
     p.add_argument("--report", default="demo-report", help="HTML report directory (default demo-report; '' for none)")
     p.set_defaults(func=run)

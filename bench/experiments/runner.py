@@ -7,7 +7,7 @@ paired bootstrap of their FID difference.  Everything is validated before the st
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flexiffusion.errors import UserError
 
@@ -29,6 +29,9 @@ class Options:
     cache_dir: str | None = None
     progress: bool = True
     device: str = "cpu"
+    searches: dict = field(default_factory=dict)   # preset -> the search name its rows take (default: the newest)
+    runs: dict | None = None   # when a dict: filled with label -> bench.rows.Run of each measured row
+    bundle: object = None      # the model, already loaded by the caller (the runs' hooks act on its U-Net)
 
 
 def resolve_model(spec: ExperimentSpec, model: str | None) -> str:
@@ -92,6 +95,8 @@ def _quality(spec, row, exp, plan, sched, bundle, store, options):
         run = exp.build(bundle, Context(store, options.cache_dir, options.progress))
     setting = _setting(spec, options, bundle)
     _, reused = measure(bundle, run, setting, store, options.cache_dir, options.progress, bootstrap=options.bootstrap)
+    if options.runs is not None:
+        options.runs[row.label] = run
     return row_key(bundle, run, setting, options.bootstrap), reused, run.plan
 
 
@@ -119,7 +124,7 @@ def fill(spec: ExperimentSpec, store, options: Options) -> tuple[list[Cell], lis
         if row.search:
             from .searched import searched_plan
 
-            found = searched_plan(store, row.search)
+            found = searched_plan(store, row.search, options.searches.get(row.search))
             if found is None:
                 cells.append(Cell(row.label, "search", command=f"flexbench search --preset {row.search} --seed 0 "
                                   "--store FILE, then this command again", note=row.note))
@@ -138,6 +143,8 @@ def fill(spec: ExperimentSpec, store, options: Options) -> tuple[list[Cell], lis
         if not have_weights:
             cells.append(Cell(row.label, "cost only", keys, command, row.note, plan.tokens() if plan else None))
             continue
+        if bundle is None and options.bundle is not None:
+            bundle = options.bundle
         if bundle is None:
             from bench.models import load_model
 

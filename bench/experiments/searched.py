@@ -8,15 +8,17 @@ import json
 from flexiffusion.schedule import Plan
 
 
-def searched_plan(store, preset: str) -> tuple[Plan, str] | None:
-    """(best plan, search name) of the newest stored search of ``preset``; None when there is none."""
+def searched_plan(store, preset: str, name: str | None = None) -> tuple[Plan, str] | None:
+    """(best plan, search name) of the newest stored search of ``preset`` (only the search called ``name`` when
+    given); None when there is none."""
     if store is None:
         return None
     frame = store.frame(experiment="search", metric="best_fitness")
     best = None
     for _, r in frame.iterrows():
-        name = (r["extra"] or {}).get("search", "")
-        if name.startswith(f"{preset}-") and (best is None or r["created"] >= best["created"]):
+        found = (r["extra"] or {}).get("search", "")
+        mine = found == name if name else found.startswith(f"{preset}-")
+        if mine and (best is None or r["created"] >= best["created"]):
             best = r
     if best is None:
         return None

@@ -163,6 +163,21 @@ class RelativeFID:
             self._teacher_images = as_images(images, "teacher")
         return self._teacher_images
 
+    def has_teacher_images(self) -> bool:
+        """Whether the teacher's images are already here (in memory or in the cache; read if cached)."""
+        if self._teacher_images is None:
+            images = self.store.load("teacher-images", self.teacher.key(), self.teacher.label)
+            if images is not None:
+                self._teacher_images = as_images(images, "teacher")
+        return self._teacher_images is not None
+
+    def provide_teacher_images(self, images) -> None:
+        """Take ``images`` as the teacher's (the caller generated them with the teacher's plan, sampler and seeds,
+        e.g. timed as a table row) and cache them, instead of sampling them again."""
+        images = self._check(images, "teacher").tensor()
+        self.store.save("teacher-images", self.teacher.key(), images, self.teacher.label)
+        self._teacher_images = as_images(images, "teacher")
+
     def teacher_features(self) -> FeatureSet:
         if self._teacher_features is None:
             self._teacher_features = FeatureSet(self.teacher_images(), self.extractor, [self.layer],

@@ -11,7 +11,8 @@ Samplers and grids follow Sec. 5: DDPM 100-step DDIM (Table 2), LDM 250-step DDI
 Embedded presets: 100-step DDIM like CIFAR-10, the CIFAR-10 space's branch choices (the embedded U-Net's branches
 1-3 cost .084/.215/.375 of a full step, CIFAR's .079/.206/.360), N-segment 30-32 so that every budget binds, and
 budgets at 50 / 41 / 33 % of the teacher (CIFAR-10's 3.0 / 2.5 / 2.0 G of 6.1 G); they evaluate fewer images and
-run fewer iterations than B.2 so that a search finishes in minutes on 2 CPU cores (stated in ``search``).
+run fewer iterations than B.2 so that a search finishes in minutes on 2 CPU cores (stated in ``search``);
+``embedded-demo`` is embedded-50 cut to the main job's short search (48 images, 8 initial, 3 iterations).
 """
 from __future__ import annotations
 
@@ -92,6 +93,13 @@ for _pct in (50, 41, 33):
                       (30, 31, 32), (1, 2, 3), (1, 2, 3), budget_fraction=_pct / 100, images=128,
                       source=f"embedded model, {_pct} % of the teacher (cf. CIFAR-10's 3.0/2.5/2.0 G of 6.1 G)",
                       search=dict(EMBEDDED_SEARCH)))
+# The main job's short search (flexbench demo): embedded-50's space and budget, 48 images per candidate, a small
+# initial population and 3 iterations, so that it takes about a minute on 2 CPU cores.
+DEMO_SEARCH = {"iterations": 3, "parents": 3, "children": 2, "population": 20, "initial": 8}
+_add(SearchPreset("embedded-demo", "embedded", None, "embedded", "sklearn digits 16x16", "ddim", 100, (30, 31, 32),
+                  (1, 2, 3), (1, 2, 3), budget_fraction=0.5, images=48,
+                  source="embedded model, 50 % of the teacher, short search of the main job (flexbench demo)",
+                  search=dict(DEMO_SEARCH)))
 
 
 def get_preset(name: str) -> SearchPreset:
