@@ -3,7 +3,8 @@ step types with ToMe applied (per ratio), and per-module counts for AutoDiffusio
 
 Conventions as in :mod:`bench.cost.macs`: ``paper`` = fvcore's default at batch 1 (attention matmuls not counted),
 ``complete`` = with attention, doubled under classifier-free guidance.  Inputs: one sample of the bundle's shape at
-t = 500, class label 0 or a (1, 77, cross_attention_dim) text context.
+t = 500, class label 0 or a (1, context length, cross_attention_dim) text context (the length the bundle's
+prompt encoder produces; 77 without one).
 """
 from __future__ import annotations
 
@@ -26,9 +27,10 @@ def example_inputs(bundle) -> tuple[torch.Tensor, torch.Tensor, dict]:
     t = torch.tensor(500, device=bundle.device)
     if bundle.conditioning == "class":
         return x, t, {"class_labels": torch.zeros(1, dtype=torch.long, device=bundle.device)}
-    if bundle.conditioning == "text":
+    if bundle.conditioning == "text":   # the model's own context length (SD: 77 tokens, embedded-t2i: 20)
         dim = bundle.unet.config.cross_attention_dim
-        return x, t, {"encoder_hidden_states": torch.randn((1, 77, dim), generator=g).to(bundle.device)}
+        length = bundle.encode_prompts([""])["prompt_embeds"].shape[1] if bundle.encode_prompts else 77
+        return x, t, {"encoder_hidden_states": torch.randn((1, length, dim), generator=g).to(bundle.device)}
     return x, t, {}
 
 

@@ -155,3 +155,17 @@ def test_guided_text_rows_double_complete_macs_and_change_the_images(tmp_path):
     assert cfg["clip_score"] != plain["clip_score"]         # guidance changed the images
     assert "guidance_scale" not in base.key_fields() and guided.key_fields() == asdict(guided)
     assert row_key(t2i, run, base) != row_key(t2i, run, guided)
+
+
+def test_text_model_costs_use_its_context_length_and_match_the_preset():
+    """Rows count MACs on the model as it runs: the text context has the prompt encoder's length (embedded-t2i: 20
+    tokens, not SD's 77), so the bundle's count equals the cost preset's (bench.presets, the real architecture)."""
+    from baselines.costing import example_inputs
+    from bench.cost.schedule_cost import CostModel
+    from bench.models import load_model
+
+    t2i = load_model("embedded-t2i")
+    _, _, kwargs = example_inputs(t2i)
+    length = t2i.encode_prompts(["a handwritten seven"])["prompt_embeds"].shape[1]
+    assert kwargs["encoder_hidden_states"].shape[1] == length < 77
+    assert bundle_cost_models(t2i)["paper"].full_macs == CostModel.for_preset("embedded-t2i").full_macs
