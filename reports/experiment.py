@@ -18,12 +18,16 @@ PROVENANCE = ("model", "weights", "n_images", "seeds", "device", "threads", "git
 
 
 def _values(store, keys) -> tuple[dict, list[dict]]:
+    """A cell's figures from its keys' rows; a later key overrides an earlier one (a measured row, last, overrides
+    the architecture's cost cell: MACs counted on the model as it ran, e.g. with ToMe applied)."""
     values, rows = {}, []
     for key in keys:
         got = store.get(key) or []
         rows += got
+        mine: dict = {}
         for r in got:
-            values.setdefault(r["metric"], r["value"])
+            mine.setdefault(r["metric"], r["value"])
+        values.update(mine)
     return values, rows
 
 

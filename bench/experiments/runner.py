@@ -150,9 +150,9 @@ def fill(spec: ExperimentSpec, store, options: Options) -> tuple[list[Cell], lis
 
             bundle = load_model(info.loader, options.weights, device=options.device)
         key, reused, run_plan = _quality(spec, row, exp, plan, sched, bundle, store, options)
-        # the measured row first: its MACs are counted on the model as it ran (ToMe applied, the real context
-        # length); the architecture's cost cell stays in the provenance
-        cells.append(Cell(row.label, "reused" if reused else "measured", [key] + keys, "", row.note,
+        # the measured row last (compare pairs read it there; the report lets it override the architecture's cost
+        # cell: its MACs are counted on the model as it ran, ToMe applied, its real context length)
+        cells.append(Cell(row.label, "reused" if reused else "measured", keys + [key], "", row.note,
                           run_plan.tokens()))
     return cells, _compare(spec, cells, store, options)
 
