@@ -43,10 +43,14 @@ def run_space(args) -> int:
 def _setting(args, preset, space):
     from bench.evaluation.setting import EvaluationSetting, ExecutionMode
 
+    from bench.search.setup import text_condition
+
     images = args.images if args.images is not None else preset.images
+    prompts, guidance = text_condition(preset.model, args.weights, images, args.prompts, args.guidance)
     return EvaluationSetting.for_images(
         images, args.first_seed, model=preset.model, weights=args.weights, scheduler=preset.scheduler,
-        grid_length=space.grid, fitness=args.fitness, batch_size=args.batch_size, device=args.device,
+        grid_length=space.grid, prompts=prompts, guidance=guidance, fitness=args.fitness,
+        batch_size=args.batch_size, device=args.device,
         threads=args.threads, mode=ExecutionMode(args.compile, args.channels_last, args.dtype))
 
 
@@ -155,6 +159,10 @@ def register(sub) -> None:
     p.add_argument("--n-m", type=int, default=None, help="segments per mutation, Algorithm 2's n_m (default 3)")
     p.add_argument("--images", type=int, default=None, help="images per candidate (default: the preset's)")
     p.add_argument("--first-seed", type=int, default=0, help="image seeds first-seed .. first-seed + images - 1")
+    p.add_argument("--prompts", default=None, help="text models: a file of prompts, one per line, cycled over the "
+                   "images (default: 'a handwritten <digit i mod 10>' for image i)")
+    p.add_argument("--guidance", type=float, default=None, help="text models: classifier-free guidance scale "
+                   "(default: the model's own, embedded-t2i 1.5)")
     p.add_argument("--fitness", default="rfid", choices=("rfid", "fid", "mse"), help="fitness (default rfid)")
     p.add_argument("--weights", default=None, help="model weights (local folder / HF cache id; default: the "
                                                    "loader's)")

@@ -159,7 +159,8 @@ class Evaluator:
         tokens = tuple(extras.tokens) if extras is not None and extras.tokens is not None else plan.tokens()
         if len(tokens) != len(plan):
             raise UserError(f"{len(tokens)} prefix tokens for a plan of {len(plan)} steps: give one per step")
-        chunks = [s.seeds[lo:lo + s.batch_size] for lo in range(0, s.n_images, s.batch_size)]
+        starts = range(0, s.n_images, s.batch_size)
+        chunks = [s.seeds[lo:lo + s.batch_size] for lo in starts]
         t_io = time.perf_counter()
         start, states = (0, None) if store is None else store.lookup(
             scope, tokens, lambda k, kept: resume_needs(plan, k) <= kept)
@@ -172,7 +173,8 @@ class Evaluator:
                 execution.autocast(s.mode, s.device):
             plan.validate(engine.num_branches)
             denoiser = bundle.denoiser(engine, s.guidance)
-            conds = [batch_condition(bundle, c, guidance_scale=s.guidance) for c in chunks]
+            conds = [batch_condition(bundle, c, prompts=s.prompts_for(lo, lo + len(c)), guidance_scale=s.guidance)
+                     for lo, c in zip(starts, chunks)]
             running = list(states) if states is not None else [None] * len(chunks)
             dtype = next(bundle.unet.parameters()).dtype
             prev = start

@@ -16,8 +16,6 @@ from .models import fill_command, get_model
 from .plans import PLAN_METHODS, plan_for
 from .spec import ExperimentSpec
 
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-
 
 @dataclass
 class Options:
@@ -77,7 +75,9 @@ def _setting(spec, options, bundle):
     n = options.images or spec.images
     prompts, guidance = (), None
     if bundle.conditioning == "text":   # prompted rows sample with the model's default guidance (SD: 7.5)
-        prompts = tuple(f"a handwritten {DIGIT_WORDS[i % 10]}" for i in range(n))
+        from bench.embedded.t2i.captions import digit_prompts
+
+        prompts = digit_prompts(n)
         guidance = (bundle.extras.get("default_sampler") or {}).get("guidance_scale")
     return RowSetting(n_images=n, teacher_steps=spec.teacher_steps, batch_size=min(n, 250), prompts=prompts,
                       guidance_scale=guidance)
@@ -132,7 +132,7 @@ def fill(spec: ExperimentSpec, store, options: Options) -> tuple[list[Cell], lis
             plan, search_name = found
             row = replace(row, method="searched", config={"search": search_name, "preset": row.search},
                           note=row.note or f"best plan of search {search_name}")
-            sched = "ddim"
+            sched = _searched_scheduler(row.search)
         keys = []
         if options.dry_run:
             cells.append(Cell(row.label, "planned" if have_weights else "cost only", [], "" if have_weights
@@ -155,6 +155,17 @@ def fill(spec: ExperimentSpec, store, options: Options) -> tuple[list[Cell], lis
         cells.append(Cell(row.label, "reused" if reused else "measured", keys + [key], "", row.note,
                           run_plan.tokens()))
     return cells, _compare(spec, cells, store, options)
+
+
+def _searched_scheduler(preset_name: str) -> str:
+    """The sampler a searched plan ran on in its search: the preset's teacher sampler (DDIM, PLMS)."""
+    from bench.search.presets import get_preset
+
+    preset = get_preset(preset_name)
+    if preset.solver != "ddim":
+        raise UserError(f"a searched row of preset {preset_name} runs on per-segment DPM-Solver orders, which the "
+                        "experiment runner does not apply yet: run its best.json with flexbench sample --plan")
+    return preset.scheduler
 
 
 def _cost_key(store, preset, plan, sched, label, teacher_steps, model):

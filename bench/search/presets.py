@@ -101,6 +101,16 @@ _add(SearchPreset("embedded-demo", "embedded", None, "embedded", "sklearn digits
                   source="embedded model, 50 % of the teacher, short search of the main job (flexbench demo)",
                   search=dict(DEMO_SEARCH)))
 
+# The embedded text-to-image model in the place of SD v1.5 (Table 3): parti-90g's space and budget ratio (50-step
+# PLMS teacher, N-segment 9-11, interval 2-3, 90 G of SD's 338.76 G = 26.6 %), SD's branches 1/3/6 of 12 as 1/2/3
+# of the embedded U-Net's 6; prompts "a handwritten <digit>" and the model's default guidance (flexbench search
+# --prompts / --guidance), 64 images per candidate, a short search.
+T2I_SEARCH = {"iterations": 10, "parents": 8, "children": 5, "population": 100, "initial": 16}
+_add(SearchPreset("embedded-t2i-27", "embedded-t2i", None, "embedded-t2i", "digits captions", "plms", 50, (9, 10, 11),
+                  (1, 2, 3), (2, 3), budget_fraction=90 / 338.76, images=64,
+                  source="embedded text-to-image model, parti-90g's budget ratio (26.6 % of the teacher)",
+                  search=dict(T2I_SEARCH)))
+
 
 def get_preset(name: str) -> SearchPreset:
     if name not in PRESETS:

@@ -49,3 +49,34 @@ def search_config(args, preset) -> EvolutionConfig:
     return EvolutionConfig(**values)
 
 
+
+
+def text_condition(model: str, weights: str | None, n_images: int, prompts_file: str | None = None,
+                   guidance: float | None = None) -> tuple[tuple[str, ...], float | None]:
+    """``(prompts, guidance)`` of a search's setting: for a text-to-image model one prompt per image (the lines of
+    ``prompts_file`` cycled over the images, else :func:`bench.embedded.t2i.captions.digit_prompts`) and its default
+    classifier-free guidance (``guidance`` overrides it); ``((), guidance)`` for other models."""
+    from bench.models import load_model
+
+    bundle = load_model(model, weights)
+    if bundle.conditioning != "text":
+        if prompts_file:
+            raise UserError(f"--prompts given, but the {model} model takes no text: drop --prompts")
+        return (), guidance
+    if prompts_file:
+        from pathlib import Path
+
+        path = Path(prompts_file)
+        if not path.is_file():
+            raise UserError(f"prompts file {prompts_file} not found: give a text file with one prompt per line")
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if not lines:
+            raise UserError(f"prompts file {prompts_file} holds no prompt: write one prompt per line")
+        prompts = tuple(lines[i % len(lines)] for i in range(n_images))
+    else:
+        from bench.embedded.t2i.captions import digit_prompts
+
+        prompts = digit_prompts(n_images)
+    if guidance is None:
+        guidance = (bundle.extras.get("default_sampler") or {}).get("guidance_scale")
+    return prompts, guidance

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
+
+def digit_prompts(n: int) -> tuple[str, ...]:
+    """The prompts of prompted rows and searches: image ``i`` gets "a handwritten <digit i mod 10>"."""
+    return tuple(f"a handwritten {DIGIT_WORDS[i % 10]}" for i in range(int(n)))
+
 TRAIN_TEMPLATES = (
     "a handwritten {word}",
     "the digit {num}",
