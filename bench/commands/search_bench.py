@@ -13,12 +13,15 @@ def run(args) -> int:
     from bench.evaluation.benchmark import BenchCase, format_report, run_benchmark
     from flexiffusion.io import atomic_write_json
 
-    if args.images < 2 or args.iterations < 0 or (args.n_m is not None and args.n_m < 1) or (
-            args.initial is not None and args.initial < 1):
-        raise UserError("search-bench needs --images >= 2, --iterations >= 0, --n-m >= 1 and --initial >= 1")
+    counts = ("n_m", "initial", "parents", "children", "population")
+    if args.images < 2 or args.iterations < 0 or any(getattr(args, k) is not None and getattr(args, k) < 1
+                                                      for k in counts):
+        raise UserError("search-bench needs --images >= 2, --iterations >= 0 and --n-m, --initial, --parents, "
+                        "--children, --population >= 1")
     options = tuple(o for o in (args.options or "").split(",") if o)
     case = BenchCase(args.preset, args.images, args.iterations, args.seed, args.threads, args.batch_size,
-                     args.layout, options, args.keep_features, args.n_m, args.initial)
+                     args.layout, options, args.keep_features, args.n_m, args.initial,
+                     args.parents, args.children, args.population)
     def save(report):
         if args.json:
             atomic_write_json(args.json, json.loads(json.dumps(report, default=str)))
@@ -40,6 +43,9 @@ def register(sub) -> None:
     p.add_argument("--n-m", type=int, default=None, help="segments per mutation, Algorithm 2's n_m (default: the "
                                                         "search's default)")
     p.add_argument("--initial", type=int, default=None, help="initial population size (default: the preset's)")
+    p.add_argument("--parents", type=int, default=None, help="Algorithm 1's n_p (default: the preset's; B.2: 25)")
+    p.add_argument("--children", type=int, default=None, help="n_c (default: the preset's; B.2: 5)")
+    p.add_argument("--population", type=int, default=None, help="n_u (default: the preset's; B.2: 300)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--layout", default="tile", choices=("tile", "compact"))

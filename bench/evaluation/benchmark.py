@@ -48,6 +48,9 @@ class BenchCase:
     keep_features: bool = False  # states keep the space's branches' features (more memory per state)
     n_m: int | None = None       # Algorithm 2's n_m (None: the preset's / the default)
     initial: int | None = None   # initial population size (None: the preset's)
+    parents: int | None = None   # Algorithm 1's n_p, n_c, n_u (None: the preset's; B.2: 25, 5, 300)
+    children: int | None = None
+    population: int | None = None
 
     def __post_init__(self):
         unknown = [o for o in self.options if o not in OPTIONS]
@@ -62,7 +65,8 @@ def _search_parts(case: BenchCase):
     preset = get_preset(case.preset)
     args = SimpleNamespace(layout=case.layout, segments=None, branches=None, intervals=None, budget=None,
                            model=None, iterations=case.iterations, seed=case.seed, n_m=case.n_m,
-                           initial=case.initial)
+                           initial=case.initial, parents=case.parents, children=case.children,
+                           population=case.population)
     space, cost, budget = space_of(args, preset)
     config = _config(args, preset)
     setting = EvaluationSetting.for_images(case.images, model=preset.model, scheduler=preset.scheduler,
@@ -213,6 +217,7 @@ def format_report(r: dict) -> str:
     n, f = r["naive"], r["fast"]
     lines = [f"search benchmark {r['case']['preset']}: {r['n_images']} images per candidate, "
              f"{r['config']['iterations']} iterations, initial {r['config']['initial']}, n_m {r['config']['n_m']}, "
+             f"n_p {r['config']['parents']}, n_c {r['config']['children']}, n_u {r['config']['population']}, "
              f"seed {r['config']['seed']}, threads {r['case']['threads']}, "
              f"eager fp32; {n['requested_evaluations']} evaluations requested by Algorithm 1, "
              f"{r['distinct_candidates']} distinct ({r['duplicates']} duplicates)"]
