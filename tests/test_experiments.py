@@ -171,3 +171,33 @@ def test_a_stored_search_becomes_the_flexiffusion_row(tmp_path):
                                                         "extra": {"search": name}}])
         plan, name = searched_plan(store, "embedded-50")
         assert name == "embedded-50-tile-s0" and plan.tokens() == ["f", "p1", "n"]
+
+
+def test_figD1_rows_name_their_restricted_searches(tmp_path):
+    """Fig. D.1: one row per search with a dimension fixed; a missing one shows the exact command that fills it,
+    a stored one (by its name, not just the preset's newest) becomes the row's plan."""
+    from bench.experiments.runner import Options, fill, prepared_rows
+    from bench.experiments.spec import load
+
+    spec = load("figD1")
+    rows = {r.label: r for r, *_ in prepared_rows(spec, "embedded")}
+    assert rows["branch fixed"].search_args == "--branches 2" and rows["branch fixed"].search == "embedded-50"
+    assert {r.label: r for r, *_ in prepared_rows(spec, "ldm-4-g")}["branch fixed"].search_args == "--branches 3"
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        cells, _ = fill(spec, store, Options(model="embedded", dry_run=False, progress=False))
+        by = {c.label: c for c in cells}
+        assert by["interval fixed"].status == "search"
+        assert ("flexbench search --preset embedded-50 --seed 0 --intervals 2 --name figD1-fixed-interval "
+                "--store FILE") in by["interval fixed"].command
+        store.put("flexiffusion-search/other", [{"experiment": "search", "method": "flexiffusion",
+                                                 "metric": "best_fitness", "value": 0.7, "plan": {
+                                                     "name": "best", "steps": ["f"] * 100, "fitness": 0.7},
+                                                 "extra": {"search": "embedded-50-tile-s0"}}])
+        from bench.experiments.searched import searched_plan
+
+        assert searched_plan(store, "embedded-50", "figD1-fixed-interval") is None  # another search's plan is not it
+    with pytest.raises(UserError, match="search_name / search_args but no 'search'"):
+        from bench.experiments.spec import parse
+
+        parse('title = "t"\nkind = "table"\npaper = "p"\nmodels = ["embedded"]\ncolumns = ["fid"]\n'
+              '[[rows]]\nlabel = "x"\nmethod = "ddim"\nsearch_name = "y"\n', "t", tmp_path / "t.toml")

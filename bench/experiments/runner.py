@@ -59,7 +59,8 @@ def prepared_rows(spec: ExperimentSpec, model: str) -> list[tuple]:
             if preset is None:
                 continue
             get_preset(preset)
-            out.append((replace(row, search=preset), None, None, ""))
+            args = row.search_args.get(model, "") if isinstance(row.search_args, dict) else row.search_args
+            out.append((replace(row, search=preset, search_args=args), None, None, ""))
         elif row.method in PLAN_METHODS:
             out.append((row, None, plan_for(row.method, row.config, row.label), "ddim"))
         else:
@@ -124,10 +125,12 @@ def fill(spec: ExperimentSpec, store, options: Options) -> tuple[list[Cell], lis
         if row.search:
             from .searched import searched_plan
 
-            found = searched_plan(store, row.search, options.searches.get(row.search))
+            found = searched_plan(store, row.search, options.searches.get(row.search) or row.search_name or None)
             if found is None:
+                named = (f"{row.search_args} " if row.search_args else "") + (
+                    f"--name {row.search_name} " if row.search_name else "")
                 cells.append(Cell(row.label, "search", command=f"flexbench search --preset {row.search} --seed 0 "
-                                  "--store FILE, then this command again", note=row.note))
+                                  f"{named}--store FILE, then this command again", note=row.note))
                 continue
             plan, search_name = found
             row = replace(row, method="searched", config={"search": search_name, "preset": row.search},

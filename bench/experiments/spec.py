@@ -35,6 +35,9 @@ class RowSpec:
     config: dict = field(default_factory=dict)
     tome: dict | None = None
     search: str | dict = ""      # a search preset, or {model = preset}: rows without the model's preset drop out
+    search_name: str = ""        # the stored search the row takes (default: the preset's newest)
+    search_args: str | dict = ""  # space restrictions of that search (e.g. "--branches 2", or {model = ...}),
+                                  # shown in the command that fills the row
     note: str = ""
 
 
@@ -91,6 +94,8 @@ def parse(text: str, name: str, path: Path) -> ExperimentSpec:
         _check_fields(RowSpec, r, f"rows[{i}]", path, skip=())
         if bool(r.get("method")) == bool(r.get("search")):
             raise UserError(f"{path}: rows[{i}] ({r['label']}) needs exactly one of 'method' or 'search'")
+        if (r.get("search_name") or r.get("search_args")) and not r.get("search"):
+            raise UserError(f"{path}: rows[{i}] ({r['label']}) has search_name / search_args but no 'search' preset")
         rows.append(RowSpec(**r))
     spec = ExperimentSpec(name=name, rows=rows, path=str(path), **data)
     if spec.kind not in KINDS:
