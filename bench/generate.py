@@ -38,6 +38,13 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
 
 
+def expand_prompts(prompts: Sequence[str], n_images: int) -> list[str]:
+    """One prompt per image from ``prompts``: one for all, or exactly one per image (else a UserError)."""
+    if len(prompts) not in (1, n_images):
+        raise UserError(f"{len(prompts)} prompts for {n_images} images: give one, or one per image")
+    return list(prompts) * (n_images if len(prompts) == 1 else 1)
+
+
 def batch_condition(bundle: ModelBundle, seeds: Sequence[int], labels=None, prompts=None, guidance_scale=None):
     """The condition of one batch: prompt embeddings, class labels (given, or from the seeds under guidance) or None."""
     if bundle.conditioning == "text":

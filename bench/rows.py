@@ -80,9 +80,9 @@ class RowSetting:
             return None
         if not self.prompts:
             raise UserError("a text-to-image model needs prompts: pass --prompt (or 'prompts' in the setting)")
-        if len(self.prompts) not in (1, self.n_images):
-            raise UserError(f"{len(self.prompts)} prompts for {self.n_images} images: give one, or one per image")
-        return list(self.prompts) * (self.n_images if len(self.prompts) == 1 else 1)
+        from bench.generate import expand_prompts
+
+        return expand_prompts(self.prompts, self.n_images)
 
 
 @dataclass

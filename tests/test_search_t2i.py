@@ -27,21 +27,24 @@ def test_settings_without_prompts_keep_their_dict_and_key():
 
 
 def test_text_condition_defaults_file_and_refusals(tmp_path):
-    prompts, guidance = text_condition("embedded-t2i", None, 12)
+    from bench.models import load_model
+
+    t2i, digits = load_model("embedded-t2i"), load_model("embedded")
+    prompts, guidance = text_condition(t2i, 12)
     assert prompts[:2] == ("a handwritten zero", "a handwritten one") and prompts[11] == "a handwritten one"
     assert guidance == 1.5  # the model's default sampler (bench/embedded/t2i/unet.py)
-    assert text_condition("embedded-t2i", None, 2, guidance=3.0)[1] == 3.0
+    assert text_condition(t2i, 2, guidance=3.0)[1] == 3.0
     f = tmp_path / "p.txt"
     f.write_text("a seven\n\nthe digit 3\n")
-    assert text_condition("embedded-t2i", None, 3, str(f))[0] == ("a seven", "the digit 3", "a seven")
+    assert text_condition(t2i, 3, str(f))[0] == ("a seven", "the digit 3", "a seven")
     with pytest.raises(UserError, match="not found"):
-        text_condition("embedded-t2i", None, 3, str(tmp_path / "missing.txt"))
+        text_condition(t2i, 3, str(tmp_path / "missing.txt"))
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(UserError, match="holds no prompt"):
-        text_condition("embedded-t2i", None, 3, str(tmp_path / "empty.txt"))
-    assert text_condition("embedded", None, 3) == ((), None)
+        text_condition(t2i, 3, str(tmp_path / "empty.txt"))
+    assert text_condition(digits, 3) == ((), None)
     with pytest.raises(UserError, match="takes no text"):
-        text_condition("embedded", None, 3, str(f))
+        text_condition(digits, 3, str(f))
 
 
 def test_prompts_steer_the_candidate_images(tmp_path):

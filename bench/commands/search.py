@@ -42,11 +42,12 @@ def run_space(args) -> int:
 
 def _setting(args, preset, space):
     from bench.evaluation.setting import EvaluationSetting, ExecutionMode
-
+    from bench.models import load_model
     from bench.search.setup import text_condition
 
     images = args.images if args.images is not None else preset.images
-    prompts, guidance = text_condition(preset.model, args.weights, images, args.prompts, args.guidance)
+    bundle = load_model(preset.model, args.weights)  # its conditioning decides on prompts and guidance
+    prompts, guidance = text_condition(bundle, images, args.prompts, args.guidance)
     return EvaluationSetting.for_images(
         images, args.first_seed, model=preset.model, weights=args.weights, scheduler=preset.scheduler,
         grid_length=space.grid, prompts=prompts, guidance=guidance, fitness=args.fitness,

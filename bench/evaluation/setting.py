@@ -47,7 +47,7 @@ class EvaluationSetting:
     grid_length: int = 100
     seeds: tuple[int, ...] = tuple(range(250))
     guidance: float | None = None
-    prompts: tuple[str, ...] = ()         # text models: one prompt per image (seed order), or one for all
+    prompts: tuple[str, ...] = ()         # text models: one prompt per image (seed order; one given = for all)
     fitness: str = "rfid"
     real: str = "digits-train"            # the real data of fitness "fid"
     extractor: str = "digits-cnn"
@@ -59,9 +59,10 @@ class EvaluationSetting:
 
     def __post_init__(self):
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-        object.__setattr__(self, "prompts", tuple(str(p) for p in self.prompts))
-        if len(self.prompts) not in (0, 1, len(self.seeds)):
-            raise UserError(f"{len(self.prompts)} prompts for {len(self.seeds)} images: give one, or one per image")
+        if self.prompts:  # stored one per image, so that a batch's prompts are a slice
+            from bench.generate import expand_prompts
+
+            object.__setattr__(self, "prompts", tuple(str(p) for p in expand_prompts(self.prompts, len(self.seeds))))
         if self.fitness not in FITNESS_KINDS:
             raise UserError(f"unknown fitness {self.fitness!r}: choose one of {', '.join(FITNESS_KINDS)}")
         if len(set(self.seeds)) != len(self.seeds) or len(self.seeds) < 2:
@@ -84,9 +85,7 @@ class EvaluationSetting:
 
     def prompts_for(self, lo: int, hi: int) -> list[str] | None:
         """The prompts of images ``lo .. hi - 1`` (seed order), or None for a model without prompts."""
-        if not self.prompts:
-            return None
-        return list(self.prompts) * (hi - lo) if len(self.prompts) == 1 else list(self.prompts[lo:hi])
+        return list(self.prompts[lo:hi]) if self.prompts else None
 
     def to_dict(self) -> dict:
         d = asdict(self)

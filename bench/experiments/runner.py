@@ -74,12 +74,10 @@ def _setting(spec, options, bundle):
     from bench.rows import RowSetting
 
     n = options.images or spec.images
-    prompts, guidance = (), None
-    if bundle.conditioning == "text":   # prompted rows sample with the model's default guidance (SD: 7.5)
-        from bench.embedded.t2i.captions import digit_prompts
+    from bench.search.setup import text_condition
 
-        prompts = digit_prompts(n)
-        guidance = (bundle.extras.get("default_sampler") or {}).get("guidance_scale")
+    # prompted rows sample with the model's default guidance (SD: 7.5), unguided otherwise: as searches do
+    prompts, guidance = text_condition(bundle, n)
     return RowSetting(n_images=n, teacher_steps=spec.teacher_steps, batch_size=min(n, 250), prompts=prompts,
                       guidance_scale=guidance)
 

@@ -49,19 +49,15 @@ def search_config(args, preset) -> EvolutionConfig:
     return EvolutionConfig(**values)
 
 
-
-
-def text_condition(model: str, weights: str | None, n_images: int, prompts_file: str | None = None,
+def text_condition(bundle, n_images: int, prompts_file: str | None = None,
                    guidance: float | None = None) -> tuple[tuple[str, ...], float | None]:
-    """``(prompts, guidance)`` of a search's setting: for a text-to-image model one prompt per image (the lines of
-    ``prompts_file`` cycled over the images, else :func:`bench.embedded.t2i.captions.digit_prompts`) and its default
-    classifier-free guidance (``guidance`` overrides it); ``((), guidance)`` for other models."""
-    from bench.models import load_model
-
-    bundle = load_model(model, weights)
+    """``(prompts, guidance)`` of a setting on ``bundle``: for a text-to-image model one prompt per image (the lines
+    of ``prompts_file`` cycled over the images, else :func:`bench.embedded.t2i.captions.digit_prompts`) and its
+    default classifier-free guidance (``guidance`` overrides it); ``((), guidance)`` for other models.  Searches and
+    experiment rows both take their prompts and guidance from here."""
     if bundle.conditioning != "text":
         if prompts_file:
-            raise UserError(f"--prompts given, but the {model} model takes no text: drop --prompts")
+            raise UserError(f"--prompts given, but the {bundle.name} model takes no text: drop --prompts")
         return (), guidance
     if prompts_file:
         from pathlib import Path
