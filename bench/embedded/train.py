@@ -180,6 +180,24 @@ def _check_resumable(path: Path, saved: dict, cfg: TrainConfig) -> None:
                         f"use a new --out directory")
 
 
+def resume_training(ckpt_path: Path, cfg, model: torch.nn.Module, opt: torch.optim.Optimizer):
+    """``(checkpoint or None, step, lr scheduler, EMA)`` for training ``model`` with ``opt``: from ``ckpt_path`` when
+    it exists (its settings checked against ``cfg``; model, optimizer, schedule position and EMA restored), else fresh.
+    The caller restores its own generators and bookkeeping from the returned checkpoint."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
+    step = 0
+    if ckpt is not None:
+        _check_resumable(ckpt_path, ckpt.get("config", {}), cfg)
+        step = ckpt["step"]
+    sched = lr_scheduler(opt, cfg, step)  # before the optimizer state: the schedulers start from the base lr
+    ema = make_ema(model, cfg)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        ema = restore_ema(ckpt["ema"], model, cfg, step)  # EMAModel's state or the earlier hand-written EMA's
+    return ckpt, step, sched, ema
+
+
 def stage_diffusion(out: Path, cfg: TrainConfig, progress: bool) -> tuple[torch.nn.Module, dict]:
     """Train (or resume) the U-Net; returns the EMA model and the checkpoint's bookkeeping."""
     from tqdm.auto import tqdm
@@ -189,18 +207,10 @@ def stage_diffusion(out: Path, cfg: TrainConfig, progress: bool) -> tuple[torch.
     model = build_unet()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # batches, timesteps, noise, label dropout
-    step, elapsed, losses = 0, 0.0, []
+    elapsed, losses = 0.0, []
     ckpt_path = out / "checkpoint.pt"
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
+    ckpt, step, sched, ema = resume_training(ckpt_path, cfg, model, opt)
     if ckpt is not None:
-        _check_resumable(ckpt_path, ckpt.get("config", {}), cfg)
-        step = ckpt["step"]
-    sched = lr_scheduler(opt, cfg, step)  # before the optimizer state: the schedulers start from the base lr
-    ema = make_ema(model, cfg)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        ema = restore_ema(ckpt["ema"], model, cfg, step)
         gen.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
         elapsed, losses = ckpt["elapsed_s"], ckpt.get("losses", [])

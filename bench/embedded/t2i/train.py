@@ -25,8 +25,7 @@ import torch.nn.functional as F
 
 from bench.embedded import data as embedded_data
 from bench.embedded.loader import sha256_file
-from bench.embedded.train import (_atomic_torch_save, _check_resumable, _replace_dir, ema_module, lr_scheduler,
-                                  make_ema, restore_ema, step_scheduler)
+from bench.embedded.train import _atomic_torch_save, _replace_dir, ema_module, resume_training, step_scheduler
 from flexiffusion.errors import UserError
 
 from bench.embedded.t2i import clip_model
@@ -139,18 +138,10 @@ def stage_unet(out: Path, cfg: T2ITrainConfig, progress: bool) -> tuple[torch.nn
     model = build_unet()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # batches, captions, prompt dropout, timesteps, noise
-    step, elapsed, losses, running = 0, 0.0, [], None
+    elapsed, losses, running = 0.0, [], None
     ckpt_path = out / "checkpoint.pt"
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
+    ckpt, step, sched, ema = resume_training(ckpt_path, cfg, model, opt)
     if ckpt is not None:
-        _check_resumable(ckpt_path, ckpt.get("config", {}), cfg)
-        step = ckpt["step"]
-    sched = lr_scheduler(opt, cfg, step)  # before the optimizer state: the schedulers start from the base lr
-    ema = make_ema(model, cfg)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        ema = restore_ema(ckpt["ema"], model, cfg, step)  # EMAModel's state or the earlier hand-written EMA's
         gen.set_state(ckpt["generator"])
         elapsed, losses, running = ckpt["elapsed_s"], ckpt["losses"], ckpt["running"]
 
