@@ -201,3 +201,20 @@ def test_figD1_rows_name_their_restricted_searches(tmp_path):
 
         parse('title = "t"\nkind = "table"\npaper = "p"\nmodels = ["embedded"]\ncolumns = ["fid"]\n'
               '[[rows]]\nlabel = "x"\nmethod = "ddim"\nsearch_name = "y"\n', "t", tmp_path / "t.toml")
+
+
+def test_dry_run_reads_stored_searches_and_leaves_the_store_unchanged(tmp_path, capsys):
+    """A dry run on a store that holds a search shows the searched row as planned (not "run the search") and
+    writes nothing: the store's bytes are unchanged and no file is added beside it."""
+    path = tmp_path / "s.sqlite"
+    with ResultStore(path) as store:
+        store.put("flexiffusion-search/embedded-50-tile-s0", [{"experiment": "search", "method": "flexiffusion",
+                                                              "metric": "best_fitness", "value": 0.7,
+                                                              "plan": {"name": "best", "steps": ["f", "p1"] * 50},
+                                                              "extra": {"search": "embedded-50-tile-s0"}}])
+    before, files = path.read_bytes(), sorted(tmp_path.iterdir())
+    assert main(["experiment", "table2", "--dry-run", "--store", str(path), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "Flexiffusion-B: planned" in out
+    assert "Flexiffusion-D: search  (flexbench search --preset embedded-33" in out  # not stored: still the command
+    assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == files

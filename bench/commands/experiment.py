@@ -56,7 +56,12 @@ def run(args) -> int:
             raise UserError(f"--weights {args.weights}: no such folder (give the model's diffusers folder)")
     opts = Options(model if (args.model or spec.name != "figB1") else None, args.weights, args.images, args.bootstrap, args.dry_run, progress=not args.quiet)
     if args.dry_run:
-        cells, _ = fill(spec, None, opts)
+        store = _read_only_store(args.store)
+        try:
+            cells, _ = fill(spec, store, opts)
+        finally:
+            if store is not None:
+                store.close()
         for c in cells:
             print(f"{c.label}: {c.status}" + (f"  ({c.command})" if c.command else ""))
         return 0
@@ -74,3 +79,21 @@ def run(args) -> int:
     print(f"{spec.name} on {model}: {', '.join(f'{n} {s}' for s, n in counts.items())}; "
           f"{time.perf_counter() - t0:.1f} s; written to {out}")
     return 0
+
+
+def _read_only_store(path):
+    """The store a dry run consults (its stored searches fill the Flexiffusion rows), opened without migrating;
+    None where the file does not exist yet: a dry run creates and writes nothing."""
+    from pathlib import Path
+
+    from bench.store import SCHEMA_VERSION, ResultStore
+
+    if not (path and Path(path).is_file()):
+        return None
+    store = ResultStore(path, migrate_to=0)  # corrupted, locked or newer: one line, as for a real run
+    if store.schema_version() < SCHEMA_VERSION:  # a real run migrates it first; a dry run does not write
+        print(f"note: store {path} has schema version {store.schema_version()} (a run migrates it to "
+              f"{SCHEMA_VERSION}); this dry run does not read it")
+        store.close()
+        return None
+    return store
