@@ -56,12 +56,11 @@ def run(args) -> int:
             raise UserError(f"--weights {args.weights}: no such folder (give the model's diffusers folder)")
     opts = Options(model if (args.model or spec.name != "figB1") else None, args.weights, args.images, args.bootstrap, args.dry_run, progress=not args.quiet)
     if args.dry_run:
+        import contextlib
+
         store = _read_only_store(args.store)
-        try:
+        with store or contextlib.nullcontext():
             cells, _ = fill(spec, store, opts)
-        finally:
-            if store is not None:
-                store.close()
         for c in cells:
             print(f"{c.label}: {c.status}" + (f"  ({c.command})" if c.command else ""))
         return 0
