@@ -39,6 +39,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_invocation(words: list[str]) -> str:
+    """"" when ``words`` (after ``flexbench``) parse as a sub-command with this CLI's parser, else the problem."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            args = build_parser().parse_args(list(words))
+    except SystemExit:
+        lines = err.getvalue().strip().splitlines()
+        return lines[-1] if lines else "unparseable"
+    return "" if getattr(args, "func", None) else "no sub-command"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

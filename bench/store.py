@@ -19,6 +19,8 @@ from typing import Iterable
 
 from flexiffusion.errors import UserError
 
+from bench.results import Result
+
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0
 
@@ -157,6 +159,25 @@ class ResultStore:
             return out
         except sqlite3.DatabaseError as exc:
             self._fail(exc)
+
+    def get_or_put(self, key: str, compute) -> tuple[Result, bool]:
+        """``(result, reused)``: the result stored under ``key``, or ``compute()``'s rows stored under it first.
+
+        The one "get or compute, then store" of every writer; ``compute`` runs only when ``key`` is absent (a
+        concurrent writer that stored the same key first wins: its rows are returned)."""
+        rows = self.get(key)
+        if rows is not None:
+            return Result(key, tuple(rows)), True
+        rows = list(compute())
+        if not rows:
+            raise ValueError(f"result {key}: the writer produced no rows")
+        self.put(key, rows)
+        return Result(key, tuple(self.get(key))), False
+
+    def result(self, key: str) -> Result | None:
+        """The typed :class:`bench.results.Result` under ``key`` (None if absent)."""
+        rows = self.get(key)
+        return None if rows is None else Result(key, tuple(rows))
 
     def get(self, key: str) -> list[dict] | None:
         """The rows stored under ``key`` (``None`` if there is no such result)."""

@@ -54,6 +54,8 @@ class ExperimentSpec:
     teacher_steps: int = 100
     plot: str = "none"
     filled_by: str = ""
+    source: str = ""               # the store's ``experiment`` whose rows fill a filled_by table (default: name)
+    group_by: list = field(default_factory=list)   # store row columns splitting those rows into table rows
     compare: list = field(default_factory=list)
     path: str = ""
 
@@ -83,7 +85,8 @@ def _check_fields(cls, data: dict, where: str, path: Path, skip=("name", "path")
     return data
 
 
-def parse(text: str, name: str, path: Path) -> ExperimentSpec:
+def parse(text: str, name: str, path: Path, check_command=None) -> ExperimentSpec:
+    """``check_command(words) -> problem or ""``: validates ``filled_by`` with the CLI's parser (see :func:`filler`)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -105,6 +108,7 @@ def parse(text: str, name: str, path: Path) -> ExperimentSpec:
     bad = [m for m in spec.models if m not in MODELS]
     if bad or not spec.models:
         raise UserError(f"{path}: models = {spec.models!r}: each must be one of {', '.join(MODELS)}")
+    _check_columns(spec, path, check_command)
     labels = {r.label for r in rows}
     for pair in spec.compare:
         if len(pair) != 2 or not set(pair) <= labels:
@@ -112,16 +116,63 @@ def parse(text: str, name: str, path: Path) -> ExperimentSpec:
     return spec
 
 
-def load_file(path) -> ExperimentSpec:
+GROUP_COLUMNS = ("method", "model", "n_images", "key", "plan_digest", "scheduler", "device")
+
+
+def filler(command: str, path, check_command=None, where: str = "filled_by") -> str:
+    """The sub-command of the ``flexbench`` invocation ``command`` (``FILE`` stands for a path), checked by
+    ``check_command(words)`` (the CLI's own parser, :func:`bench.cli.parse_invocation`, passed down by the
+    commands) or, without it, against the sub-commands that write rows (bench.results); UserError naming the spec
+    file and the field when it is no real invocation."""
+    import shlex
+
+    from bench.results import METRICS
+
+    try:
+        words = shlex.split(command)
+    except ValueError as exc:
+        raise UserError(f"{path}: {where} = {command!r} is not a command line ({exc})") from None
+    if len(words) < 2 or words[0] != "flexbench":
+        raise UserError(f"{path}: {where} = {command!r} must be a flexbench command line (flexbench SUBCOMMAND ...)")
+    if check_command is not None:
+        problem = check_command(words[1:])
+        if problem:
+            raise UserError(f"{path}: {where} = {command!r} is not a valid flexbench invocation ({problem})")
+    writers = sorted({w for m in METRICS.values() for w in m.writers})
+    if words[1] not in writers:
+        raise UserError(f"{path}: {where} = {command!r}: 'flexbench {words[1]}' writes no result rows (writers: "
+                        f"{', '.join(writers)})")
+    return words[1]
+
+
+def _check_columns(spec: ExperimentSpec, path, check_command=None) -> None:
+    """Every column a registered metric that the writer of this spec's rows produces (bench.results)."""
+    from bench.results import METRICS
+
+    writer = filler(spec.filled_by, path, check_command) if spec.filled_by else "experiment"
+    for i, name in enumerate(spec.columns):
+        if not isinstance(name, str) or name not in METRICS:
+            raise UserError(f"{path}: columns[{i}] = {name!r} is no known metric (known: {', '.join(sorted(METRICS))})")
+        if writer not in METRICS[name].writers:
+            raise UserError(f"{path}: columns[{i}] = {name!r} is not written by 'flexbench {writer}' (written by: "
+                            f"{', '.join('flexbench ' + w for w in METRICS[name].writers)})")
+    for i, name in enumerate(spec.group_by):
+        if name not in GROUP_COLUMNS:
+            raise UserError(f"{path}: group_by[{i}] = {name!r}: choose store columns among {', '.join(GROUP_COLUMNS)}")
+    if spec.group_by and not spec.filled_by:
+        raise UserError(f"{path}: group_by needs filled_by (it splits the rows another command writes)")
+
+
+def load_file(path, check_command=None) -> ExperimentSpec:
     path = Path(path)
-    return parse(path.read_text(), path.stem, path)
+    return parse(path.read_text(), path.stem, path, check_command)
 
 
 def known() -> list[str]:
     return sorted(p.stem for p in SPEC_DIR.glob("*.toml"))
 
 
-def load(name: str) -> ExperimentSpec:
+def load(name: str, check_command=None) -> ExperimentSpec:
     if name not in known():
         raise UserError(f"unknown experiment {name!r}: choose one of {', '.join(known())}")
-    return load_file(SPEC_DIR / f"{name}.toml")
+    return load_file(SPEC_DIR / f"{name}.toml", check_command)
