@@ -1,4 +1,4 @@
-"""Latency ratios measured within one run on the embedded U-Net (bench.cost.figures.cost_figures: paired,
+"""Latency ratios measured within one run on the embedded U-Net (bench.evaluation.cost_figures.cost_figures: paired,
 interleaved rounds), recorded as tracked ``ratio:`` figures for ``flexbench bench-compare``.  Never absolute times.
 
 Thresholds: RATIO_THRESHOLD (relative change in the worse direction) — see docs/benchmarks.md for the measured
@@ -6,7 +6,7 @@ run-to-run spread it is based on.
 """
 from __future__ import annotations
 
-from bench.cost.figures import cost_figures
+from bench.evaluation.cost_figures import cost_figures
 
 # about 2x the largest relative spread of 3 runs on the shared 2-core machine at load ~10 (docs/benchmarks.md):
 # engine overhead 13.5 %, speed-ups 8-14 %, partial(1)/full 25 %, partial(3)/full 46 %

@@ -357,7 +357,7 @@ def _traced_macs(name: str, tokens: list[str]) -> int:
 
 
 def test_cost_figures_runs_and_its_mac_speedup_matches_a_traced_plan(tmp_path, monkeypatch):
-    from bench.cost.figures import cost_figures, format_figures
+    from bench.evaluation.cost_figures import cost_figures, format_figures
 
     monkeypatch.setenv("FLEXBENCH_CACHE", str(tmp_path))
     fig = cost_figures("embedded", batch_size=1, threads=1, steps=4, interval=2, branches=(1,), repeats=2, warmup=0)
@@ -373,7 +373,7 @@ def test_cost_figures_runs_and_its_mac_speedup_matches_a_traced_plan(tmp_path, m
 
 def test_cost_figures_arithmetic_on_known_timings(monkeypatch):
     """Timings replaced by known values: every figure is checked against a hand-computed number."""
-    from bench.cost import figures
+    from bench.evaluation import cost_figures as figures
     from bench.cost.latency import LatencyCase
     from flexiffusion.environment import environment
 

@@ -95,42 +95,90 @@ def test_no_import_cycles_between_modules():
     assert _cycles(GRAPH) == []
 
 
-def _is_command(module: str) -> bool:
-    return (module == "bench.cli" or module.startswith("bench.commands") or module.endswith(".commands")
-            or module == "bench.cost.figures")
+# The layer order, bottom-up: a module may import only modules of its own layer or a lower one (the longest prefix
+# names a module's layer).  docs/architecture.md describes the same order (tests/test_architecture_doc.py).
+LAYERS = [
+    ("core", ("flexiffusion",)),
+    ("storage", ("bench.results", "bench.store", "bench.cache", "bench.embedded")),
+    ("models", ("bench.models", "bench.presets")),
+    ("generate, quality, cost", ("bench.generate", "bench.quality", "bench.cost")),
+    ("methods", ("baselines",)),
+    ("evaluation", ("bench.evaluation",)),
+    ("search", ("bench.search",)),
+    ("rows", ("bench.rows",)),
+    ("experiments", ("bench.experiments",)),
+    ("reports", ("reports", "bench.tracking")),
+    ("commands", ("bench.commands", "bench.cli")),
+]
+# siblings inside one layer that must not import each other (generate and quality meet only in evaluation)
+SIBLINGS = [("bench.generate", "bench.quality"), ("bench.quality", "bench.generate"),
+            ("bench.quality", "bench.cost"), ("bench.generate", "bench.cost")]
 
 
 def _under(module: str, prefixes) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
-# (who, what it must never import)
-FORBIDDEN = [
-    (("flexiffusion",), ("bench", "baselines")),
-    (("bench.embedded",), ("bench.models", "bench.generate", "bench.quality", "bench.cost", "bench.evaluation",
-                           "bench.commands", "bench.cli", "baselines")),
-    (("bench.models",), ("bench.generate", "bench.quality", "bench.cost", "bench.evaluation", "bench.commands",
-                         "bench.cli", "baselines")),
-    (("bench.generate",), ("bench.quality", "bench.evaluation", "bench.commands", "bench.cli")),
-    (("bench.quality",), ("bench.generate", "bench.evaluation", "bench.commands", "bench.cli", "baselines")),
-    # renderers read the store (and experiment specs as data) and draw; they never sample, score or search
-    # (commands feed them); nothing below the commands imports them
-    (("flexiffusion", "bench", "baselines"), ("reports",)),
-    (("reports",), ("bench.models", "bench.generate", "bench.quality", "bench.evaluation", "bench.rows",
-                    "bench.experiments.runner", "bench.search", "bench.embedded", "bench.commands", "bench.cli",
-                    "baselines")),
-    (("bench.experiments.spec", "bench.experiments.models", "bench.experiments.cells"),
-     ("bench.generate", "bench.models", "bench.quality", "bench.evaluation", "baselines", "reports")),
-]
+def layer_of(module: str) -> int:
+    if module in PACKAGES:   # a root's own __init__: re-exports nothing, lowest
+        return 0
+    best, level = -1, None
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for p in prefixes:
+            if _under(module, (p,)) and len(p) > best:
+                best, level = len(p), i
+    if level is None:
+        raise AssertionError(f"module {module} is in no layer: add its package to LAYERS")
+    return level
 
 
-@pytest.mark.parametrize("who,never", FORBIDDEN, ids=[w[0][0] for w in FORBIDDEN])
-def test_layers_point_one_way(who, never):
-    bad = sorted((m, d) for m, deps in GRAPH.items() if _under(m, who) and not _is_command(m)
-                 for d in deps if _under(d, never))
+def test_every_module_has_a_layer():
+    for m in GRAPH:
+        layer_of(m)
+
+
+def test_imports_point_down_the_layers():
+    bad = sorted(f"{m} ({LAYERS[layer_of(m)][0]}) -> {d} ({LAYERS[layer_of(d)][0]})"
+                 for m, deps in GRAPH.items() for d in deps if layer_of(d) > layer_of(m))
     assert bad == []
 
 
-def test_only_commands_import_commands():
-    bad = sorted((m, d) for m, deps in GRAPH.items() if not _is_command(m) for d in deps if _is_command(d))
+@pytest.mark.parametrize("who,never", SIBLINGS, ids=[f"{a}-{b}" for a, b in SIBLINGS])
+def test_siblings_stay_apart(who, never):
+    bad = sorted((m, d) for m, deps in GRAPH.items() if _under(m, (who,)) for d in deps if _under(d, (never,)))
+    assert bad == []
+
+
+def _package(module: str) -> str:
+    """The package a module belongs to (a package's ``__init__`` is the package itself)."""
+    path = ROOT / Path(*module.split("."))
+    parent = module.rpartition(".")[0]
+    return module if path.is_dir() or parent in PACKAGES else parent or module
+
+
+def package_graph(graph=None) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for m, deps in (graph or GRAPH).items():
+        pm = _package(m)
+        out.setdefault(pm, set())
+        for d in deps:
+            pd = _package(d)
+            if pd != pm and not pd.startswith(pm + ".") and not pm.startswith(pd + "."):
+                out[pm].add(pd)
+    return out
+
+
+def test_no_import_cycles_between_packages():
+    assert _cycles(package_graph()) == []
+
+
+def test_the_package_checker_sees_a_package_cycle():
+    graph = {"bench.a.x": {"bench.b.y"}, "bench.b.y": {"bench.a.z"}, "bench.a.z": set()}
+    assert _cycles({k: v for k, v in {"bench.a": {"bench.b"}, "bench.b": {"bench.a"}}.items()}) == [["bench.a", "bench.b"]]
+    assert len(graph) == 3
+
+
+def test_baselines_hold_methods_not_the_harness():
+    bad = sorted((m, d) for m, deps in GRAPH.items() if _under(m, ("baselines",)) for d in deps
+                 if _under(d, ("bench.rows", "bench.evaluation", "bench.search", "bench.experiments")))
     assert bad == []

@@ -47,9 +47,9 @@ def _emit(result: dict, path: Path | None) -> int:
 
 
 def run_fid(args: argparse.Namespace) -> int:
-    from .extractors import DEFAULT_EXTRACTOR
-    from .fidelity import fidelity
-    from .sources import resolve_input
+    from bench.quality.extractors import DEFAULT_EXTRACTOR
+    from bench.quality.fidelity import fidelity
+    from bench.quality.sources import resolve_input
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -63,8 +63,8 @@ def run_fid(args: argparse.Namespace) -> int:
 
 
 def run_clip_score(args: argparse.Namespace) -> int:
-    from .clip_score import ClipScorer
-    from .images import as_images
+    from bench.quality.clip_score import ClipScorer
+    from bench.quality.images import as_images
 
     if not args.prompts.is_file():
         raise UserError(f"--prompts {args.prompts} is not a file")

@@ -15,10 +15,10 @@ import statistics
 from baselines.deepcache import uniform_plan
 from flexiffusion.schedule import Plan
 
-from .cases import LatencyCase
-from .plan_latency import measure_plans
-from .step_latency import engine_overhead, measure_steps
-from .schedule_cost import CostModel
+from bench.cost.cases import LatencyCase
+from bench.cost.plan_latency import measure_plans
+from bench.cost.step_latency import engine_overhead, measure_steps
+from bench.cost.schedule_cost import CostModel
 
 
 def cost_figures(preset: str = "ddpm-cifar10", batch_size: int = 16, threads: int | None = 2, steps: int = 20,

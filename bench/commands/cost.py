@@ -11,9 +11,9 @@ from baselines.deepcache import uniform_plan
 from flexiffusion.errors import UserError
 from flexiffusion.io import atomic_write_json
 
-from .counting import COMPLETE, CONVENTIONS, PAPER, G
-from .export import plot_branches, write_csv
-from .macs import preset_table
+from bench.cost.counting import COMPLETE, CONVENTIONS, PAPER, G
+from bench.cost.export import plot_branches, write_csv
+from bench.cost.macs import preset_table
 
 
 def register(subparsers) -> None:
@@ -155,10 +155,10 @@ def parse_plan(spec: str):
 
 
 def run_latency(args) -> int:
-    from .cases import LatencyCase
-    from .plan_latency import measure_plans
-    from .step_latency import engine_overhead, measure_steps
-    from .schedule_cost import CostModel
+    from bench.cost.cases import LatencyCase
+    from bench.cost.plan_latency import measure_plans
+    from bench.cost.step_latency import engine_overhead, measure_steps
+    from bench.cost.schedule_cost import CostModel
 
     case = LatencyCase(args.preset, batch_size=args.batch, threads=args.threads, device=args.device,
                        dtype=args.dtype, warmup=args.warmup, repeats=args.repeats,
@@ -205,7 +205,7 @@ def run_latency(args) -> int:
 def run_figures(args) -> int:
     from bench.presets import get_preset
 
-    from .figures import cost_figures, format_figures
+    from bench.evaluation.cost_figures import cost_figures, format_figures
 
     get_preset(args.preset)
     branches = parse_branches(args.branches) or ()
