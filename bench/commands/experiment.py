@@ -27,10 +27,11 @@ def register(sub) -> None:
 
 
 def _list() -> int:
+    from bench.cli import parse_invocation
     from bench.experiments.spec import known, load
 
     for name in known():
-        s = load(name)
+        s = load(name, parse_invocation)
         print(f"{name:8s} {s.kind:6s} models {', '.join(s.models):40s} {s.title}")
     return 0
 
@@ -43,7 +44,9 @@ def run(args) -> int:
         return _list()
     if not args.name:
         raise UserError(f"name an experiment: one of {', '.join(known())} (or --list)")
-    spec = load(args.name)
+    from bench.cli import parse_invocation
+
+    spec = load(args.name, parse_invocation)   # columns and filled_by checked against the metrics and the CLI
     if args.images is not None and args.images < 10:
         raise UserError(f"--images {args.images}: a row needs at least 10 images")
     if args.bootstrap < 2:
