@@ -40,7 +40,7 @@ def test_clip_score_1000_images(benchmark, bundle):
 
 
 def test_teacher_sampling_per_batch_of_50(benchmark, bundle):
-    from bench.commands.embedded_t2i_gates import generate
+    from bench.evaluation.gates_t2i import generate
 
     prompts, _ = prompt_set(50)
     benchmark.extra_info.update(n_images=50, sampler="PLMS 50, batched CFG 3.0", torch_threads=THREADS)

@@ -254,7 +254,7 @@ def test_train_command_bad_input(tmp_path):
 # --- quality gates ----------------------------------------------------------------------------------------------
 
 def _fake_result(n=100):
-    from bench.commands.embedded_gates import GATES
+    from bench.evaluation.gates import GATES
 
     return dict(
         protocol=dict(n=n, ddim_steps=2, guidance_scale=3.0), gates=GATES,
@@ -270,7 +270,7 @@ def _fake_result(n=100):
 def test_gates_report_record_and_grid(tmp_path):
     from PIL import Image
 
-    from bench.commands.embedded_gates import format_report, grid_png, record
+    from bench.evaluation.gates import format_report, grid_png, record
     from bench.embedded.loader import WEIGHTS_DIR, verify_weights
 
     text = format_report(_fake_result())
@@ -303,7 +303,7 @@ GATE_FIGURES = dict(fid_ratio=1.0, class_fractions=[0.1] * 10, confident_fractio
     ("cfg_accuracy", "cfg_accuracy", 0.95, 0.9499),
 ])
 def test_each_gate_fails_when_its_figure_crosses_its_threshold(gate, figure, inside, outside):
-    from bench.commands.embedded_gates import check_gates
+    from bench.evaluation.gates import check_gates
 
     assert all(check_gates(**GATE_FIGURES).values())
     at = check_gates(**{**GATE_FIGURES, figure: inside})

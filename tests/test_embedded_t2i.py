@@ -207,7 +207,7 @@ def test_shipped_bundle(shipped):
 
 def test_clip_score_right_caption_beats_wrong_caption_on_real_digits(shipped):
     """Through the suite's CLIP-score path (ClipScorer) with the shipped scoring CLIP, on held-out real digits."""
-    from bench.commands.embedded_t2i_gates import heldout_digits
+    from bench.evaluation.gates_t2i import heldout_digits
     from bench.embedded.t2i.clip_model import register
     from bench.quality.clip_score import ClipScorer
 
@@ -226,7 +226,7 @@ def test_clip_score_right_caption_beats_wrong_caption_on_real_digits(shipped):
 
 def test_scoring_clip_zero_shot_gate_remeasured(shipped):
     """The first gate, re-measured: 360 held-out digits x 8 held-out templates, 10-way, >= 95%."""
-    from bench.commands.embedded_t2i_gates import real_clip_figures, scorer_for
+    from bench.evaluation.gates_t2i import real_clip_figures, scorer_for
     from bench.embedded.t2i.loader import load_t2i
 
     real = real_clip_figures(scorer_for(load_t2i()))
@@ -285,8 +285,8 @@ def test_gates_bad_input():
 
 
 def test_gates_report_and_record(tmp_path):
-    from bench.commands.embedded_gates import record
-    from bench.commands.embedded_t2i_gates import GATES, format_report
+    from bench.evaluation.gates import record
+    from bench.evaluation.gates_t2i import GATES, format_report
     from bench.embedded.t2i.loader import WEIGHTS_DIR, verify_weights
 
     fake = dict(protocol=dict(n=100, sampler="PLMS 50 steps (grid 51), batched CFG", guidance_scale=3.0),

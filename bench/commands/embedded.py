@@ -95,16 +95,35 @@ GATE_DEFAULTS = {
 
 
 def run_gates(args: argparse.Namespace) -> int:
+    """Measure the model's quality gates (bench.evaluation.gates / gates_t2i), print them, record them."""
+    from flexiffusion.errors import UserError
+    from flexiffusion.threads import num_threads
+
     for name, value in GATE_DEFAULTS[args.model].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if args.model == "embedded-t2i" and args.guidance_scale is None:
-        from bench.embedded.t2i.unet import DEFAULT_SAMPLER
-
-        args.guidance_scale = DEFAULT_SAMPLER["guidance_scale"]
     if args.model == "embedded-t2i":
-        from bench.commands.embedded_t2i_gates import run_gates as _run
-    else:
-        from bench.commands.embedded_gates import run_gates as _run
+        from bench.embedded.t2i.loader import WEIGHTS_DIR
+        from bench.embedded.t2i.unet import DEFAULT_SAMPLER
+        from bench.evaluation import gates_t2i as gates
 
-    return _run(args)
+        if args.guidance_scale is None:
+            args.guidance_scale = DEFAULT_SAMPLER["guidance_scale"]
+        least, weights = 10, args.weights or WEIGHTS_DIR
+    else:
+        from bench.evaluation import gates
+
+        least, weights = 100, args.weights   # the digits grid shows 100 samples
+    if args.n < least or args.steps < 1 or args.batch_size < 1 or args.threads < 1:
+        raise UserError(f"embedded-gates needs --n >= {least}, --steps >= 1, --batch-size >= 1, --threads >= 1")
+    with num_threads(args.threads):  # scoped: the caller's thread count is restored
+        result = gates.measure(args.n, args.steps, args.guidance_scale, args.seed, args.batch_size, args.weights,
+                               args.grid)
+    print(gates.format_report(result))
+    if args.grid is not None:
+        print(f"sample grid: {args.grid}")
+    if not args.no_record:
+        from bench.evaluation.gates import record
+
+        print(f"recorded in {record(result, weights)}")
+    return 0

@@ -5,5 +5,5 @@ sklearn digits of :mod:`bench.embedded.data` (same train / held-out split as the
 Modules: :mod:`.captions` (templates), :mod:`.tokens` (open_clip BPE, truncation, token augmentation),
 :mod:`.clip_model` (scoring CLIP), :mod:`.text_encoder` (conditioning encoder), :mod:`.contrastive` (the CLIP
 objective both encoders are trained with), :mod:`.unet` (configs), :mod:`.train`, :mod:`.loader`; the gates and
-the training command are :mod:`bench.commands.embedded_t2i_gates` and :mod:`bench.commands.embedded_t2i_train`.
+the training command are :mod:`bench.evaluation.gates_t2i` and :mod:`bench.commands.embedded_t2i_train`.
 """

@@ -1,4 +1,4 @@
-"""``flexbench embedded-gates``: quality gates of the embedded model, measured with the project's sampler (100-step
+"""Quality gates (``flexbench embedded-gates``) of the embedded model, measured with the project's sampler (100-step
 DDIM, eta 0) and metrics (:func:`bench.quality.fidelity` with the digits-cnn extractor), recorded in the weights'
 ``manifest.json``.
 
@@ -13,7 +13,6 @@ Samples stay floats in [-1, 1] until a metric converts them (one conversion: :fu
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -188,20 +187,3 @@ def format_report(r: dict) -> str:
         f"  all gates: {ok(r['all_passed'])}",
     ])
 
-
-def run_gates(args: argparse.Namespace) -> int:
-    from flexiffusion.errors import UserError
-    from flexiffusion.threads import num_threads
-
-    if args.n < 100 or args.steps < 1 or args.batch_size < 1 or args.threads < 1:
-        raise UserError("embedded-gates needs --n >= 100 (the grid shows 100 samples), --steps >= 1, "
-                        "--batch-size >= 1, --threads >= 1")
-    with num_threads(args.threads):
-        result = measure(args.n, args.steps, args.guidance_scale, args.seed, args.batch_size, args.weights,
-                         args.grid)
-    print(format_report(result))
-    if args.grid is not None:
-        print(f"sample grid: {args.grid}")
-    if not args.no_record:
-        print(f"recorded in {record(result, args.weights)}")
-    return 0

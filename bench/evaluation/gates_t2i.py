@@ -7,12 +7,11 @@ digits-cnn classifier / extractor, and recorded in the weights' ``manifest.json`
 * guided samples (prompt ``i``: held-out template, digit ``i % 10``) classified as the prompted digit >= 95%;
 * CLIP score of the samples >= 90% of the CLIP score of real digits with the same prompts;
 * FID (digits-cnn) of ``m`` samples vs real half B <= 3 x FID of ``m`` images of real half A vs half B,
-  ``m = min(n, 898)`` (equal sizes; the halves of :func:`bench.commands.embedded_gates.real_halves`), through
+  ``m = min(n, 898)`` (equal sizes; the halves of :func:`bench.evaluation.gates.real_halves`), through
   :func:`bench.quality.fidelity` with the digits-cnn extractor.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -112,7 +111,7 @@ def grid_png(bundle, path: Path, steps: int, guidance_scale: float, per_row: int
 
 def measure(n: int = 1000, steps: int = 50, guidance_scale: float = 1.5, seed: int = 0, batch_size: int = 250,
             weights_dir: Path | None = None, grid: Path | None = None, progress: bool = True) -> dict:
-    from bench.commands.embedded_gates import real_halves
+    from bench.evaluation.gates import real_halves
     from bench.embedded.classifier import predict
     from bench.embedded.extractor import NAME
     from bench.embedded.loader import WEIGHTS_DIR as DIGITS_WEIGHTS
@@ -194,21 +193,3 @@ def format_report(r: dict) -> str:
         f"  all gates: {ok(r['all_passed'])}",
     ])
 
-
-def run_gates(args: argparse.Namespace) -> int:
-    from bench.commands.embedded_gates import record
-    from bench.embedded.t2i.loader import WEIGHTS_DIR
-    from flexiffusion.errors import UserError
-    from flexiffusion.threads import num_threads
-
-    if args.n < 10 or args.steps < 1 or args.batch_size < 1 or args.threads < 1:
-        raise UserError("embedded-gates needs --n >= 10, --steps >= 1, --batch-size >= 1, --threads >= 1")
-    with num_threads(args.threads):  # scoped, as the digits gates: the caller's thread count is restored
-        result = measure(args.n, args.steps, args.guidance_scale, args.seed, args.batch_size, args.weights,
-                         args.grid)
-    print(format_report(result))
-    if args.grid is not None:
-        print(f"sample grid: {args.grid}")
-    if not args.no_record:
-        print(f"recorded in {record(result, args.weights or WEIGHTS_DIR)}")
-    return 0
