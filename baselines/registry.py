@@ -1,16 +1,19 @@
-"""The method registry: every baseline is a named method with a config dataclass, turned into a
-:class:`bench.rows.Run` (plan + scheduler + hooks + cost) that the common harness measures.
+"""The method registry: every method is a named method with a config dataclass, turned into a
+:class:`baselines.run.Run` (plan + scheduler + hooks + cost) that the common row harness measures.
 
 Methods: ``teacher`` (DDIM, all steps full), ``ddim``, ``plms``, ``dpm-multistep`` and ``dpm-singlestep`` (DPM-Solver,
 orders 1-3), ``deepcache`` (uniform, any branch, any scheduler), ``deepcache-plus`` (the "+" schedules, SD or LDM
-form), ``tome`` (a full plan with token merging), ``autodiffusion`` (searched timesteps + dropped layers).  ToMe
-combines with any method (``Experiment.tome``).  An experiment is plain data, ``{"method": NAME, "config": {...},
-"tome": {...} | null}``, e.g. from a JSON file.
+form), ``tome`` (a full plan with token merging), ``pattern`` and ``random`` (hand-made schedules on the DDIM grid,
+:mod:`baselines.schedules`), ``flexiffusion`` (the best plan of a stored Flexiffusion search), ``autodiffusion``
+(searched timesteps + dropped layers).  ToMe combines with any method (``Experiment.tome``).  An experiment is plain
+data, ``{"method": NAME, "config": {...}, "tome": {...} | null}``, e.g. from a JSON file.
 
 Building a run is two-phase: :meth:`Experiment.validate` checks everything against the model (branches, grid,
 orders, ToMe's transformer blocks, AutoDiffusion's budget) without running anything, so bad input fails before
 anything is computed or written; :meth:`Experiment.build` then prepares the run (AutoDiffusion searches here,
-its best candidate stored and reused).
+its best candidate stored and reused).  Methods whose run needs more than their config get it from the
+:class:`Context` the harness passes in (the results store, Flexiffusion's stored searches, AutoDiffusion's fitness):
+``baselines`` imports none of the harness's row, evaluation, search or experiment layers.
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ from flexiffusion.schedule import Plan
 from .autodiffusion.method import AutoDiffusionConfig
 from .autodiffusion.search import EvolutionConfig
 from .deepcache import DeepCacheConfig, DeepCachePlusConfig
+from .run import MissingInput, Run
+from .schedules import PatternConfig, RandomConfig, pattern, random
 from .tome import ToMeConfig, transformer_blocks
 
 ORDERS = (1, 2, 3)
@@ -62,22 +67,57 @@ class ToMeMethodConfig:
     scheduler: str = "plms"
 
 
+@dataclass(frozen=True)
+class FlexiffusionConfig:
+    """The best plan of a stored Flexiffusion search: the search called ``search``, else the newest search of
+    ``preset``; ``search_args``: the space restrictions of the search that fills it (shown in its command).
+    ``plan`` (step tokens) and ``scheduler``: the stored plan and its sampler, filled in from the store
+    (:meth:`Experiment.resolve`), or given."""
+
+    preset: str = ""
+    search: str = ""
+    search_args: str = ""
+    plan: list | tuple = ()
+    scheduler: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "plan", tuple(self.plan))
+
+    def validate(self) -> "FlexiffusionConfig":
+        if not (self.preset or self.search or self.plan):
+            raise UserError("the flexiffusion method needs a stored search: config preset (its newest search) or "
+                            "search (a search's --name), e.g. flexbench run flexiffusion --search NAME")
+        return self
+
+
 @dataclass
 class Context:
-    """What building a run may use: the results store (AutoDiffusion's search result), the cache folder."""
+    """What building a run may use: the results store, the cache folder, and what the harness lends the methods
+    that are more than a plan:
+
+    * ``stored_search(preset, name, search_args) -> (step tokens, scheduler, search name)``: a stored Flexiffusion
+      search's best plan (raises :class:`MissingInput` when there is none);
+    * ``search_fitness(bundle, config, store)``: a context manager giving AutoDiffusion's search fitness
+      ``candidate -> float`` (with ``many(candidates)``) for :class:`AutoDiffusionConfig` ``config``.
+    """
 
     store: Any = None
     cache_dir: Any = None
     progress: bool = True
+    stored_search: Callable | None = None
+    search_fitness: Callable | None = None
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
     config: type
-    plan: Callable        # (config) -> (Plan, scheduler name)
+    plan: Callable | None   # (config) -> (Plan, scheduler name); None: only building on a model decides it
     help: str
-    build: Callable | None = None   # (config, bundle, ctx, tome) -> Run, for methods that are more than a plan
+    build: Callable | None = None     # (config, bundle, ctx, experiment) -> Run, for methods that are more than a plan
+    check: Callable | None = None     # (config, bundle): the checks against the model that need no plan
+    resolve: Callable | None = None   # (config, ctx) -> config completed from the context (a stored search's plan)
+    describe: Callable | None = None  # (config) -> a note on where the plan comes from
 
 
 METHODS: dict[str, Method] = {}
@@ -131,6 +171,35 @@ register_method(Method("deepcache", DeepCacheConfig, _deepcache, "DeepCache, uni
 register_method(Method("deepcache-plus", DeepCachePlusConfig, _deepcache,
                        "DeepCache '+' (non-uniform: form sd = quad around a center, ldm = quad from 0)"))
 register_method(Method("tome", ToMeMethodConfig, _tome_full, "ToMe (tomesd) on a full plan"))
+register_method(Method("pattern", PatternConfig, pattern, "a segment of step tokens (f, n, p<branch>) repeated over "
+                       "a DDIM grid, e.g. Table 10's handcrafted 'f p3 p3'"))
+register_method(Method("random", RandomConfig, random, "segments of seeded random interval and branch on a DDIM grid"))
+
+
+# ---- Flexiffusion: the best plan of a stored search -------------------------------------------------------------
+def _flexiffusion_plan(c: FlexiffusionConfig):
+    """The stored plan once resolved (None before: it comes from the results store)."""
+    c.validate()
+    if not c.plan:
+        return None
+    return Plan.from_tokens(c.plan, f"flexiffusion[{c.search or c.preset}]"), c.scheduler or "ddim"
+
+
+def _flexiffusion_resolve(c: FlexiffusionConfig, ctx: "Context") -> FlexiffusionConfig:
+    c.validate()
+    if c.plan:
+        return c
+    if ctx is None or ctx.stored_search is None:
+        raise UserError(f"the flexiffusion method reads its plan from a stored search ({c.search or c.preset}): "
+                        "build it with the harness's context (the results store)")
+    tokens, scheduler, name = ctx.stored_search(c.preset, c.search, c.search_args)
+    return dataclasses.replace(c, search=name, plan=tuple(tokens), scheduler=scheduler)
+
+
+register_method(Method("flexiffusion", FlexiffusionConfig, _flexiffusion_plan,
+                       "Flexiffusion: the best plan of a stored search (config search = its name, or preset = the "
+                       "preset's newest)", resolve=_flexiffusion_resolve,
+                       describe=lambda c: f"best plan of search {c.search}" if c.search else ""))
 
 
 # ---- configs from data -----------------------------------------------------------------------------------------
@@ -213,8 +282,25 @@ class Experiment:
     def _config(self):
         return self.config if self.config is not None else self.spec.config()
 
+    def resolve(self, ctx: Context | None = None) -> "Experiment":
+        """This experiment with its config completed from ``ctx`` (Flexiffusion: the stored search's name and best
+        plan); itself for methods that need nothing more.  Raises :class:`MissingInput` when that is not stored."""
+        if self.spec.resolve is None:
+            return self
+        return dataclasses.replace(self, config=self.spec.resolve(self._config(), ctx))
+
+    def plan(self) -> tuple[Plan, str] | None:
+        """``(plan, scheduler)`` as the config decides them, without a model; None when only building on a model
+        decides them (AutoDiffusion's search) or the context does and :meth:`resolve` has not run yet."""
+        return None if self.spec.plan is None else self.spec.plan(self._config())
+
+    def describe(self) -> str:
+        """A note on where the plan comes from ("" when the config says it all)."""
+        return self.spec.describe(self._config()) if self.spec.describe is not None else ""
+
     def validate(self, bundle) -> "Experiment":
-        """Every check that needs no sampling: raises UserError."""
+        """Every check that needs no sampling (and, for a method with a :meth:`resolve` step, nothing stored):
+        raises UserError."""
         from flexiffusion.engine import StepEngine
         from flexiffusion.schedulers import make_scheduler_for_grid
 
@@ -224,26 +310,27 @@ class Experiment:
             if not transformer_blocks(bundle.unet):
                 raise UserError(f"ToMe needs transformer blocks (BasicTransformerBlock); model {bundle.name!r} "
                                 f"({type(bundle.unet).__name__}) has none: leave ToMe off for this model")
-        if self.method == "autodiffusion":
-            from .autodiffusion.method import search_space
-
-            config.validate()
-            search_space(bundle, config)
+        if self.spec.check is not None:
+            self.spec.check(config, bundle)
+        planned = self.plan()
+        if planned is None:   # decided on the model (a search) or from the context: checked then
             return self
-        plan, scheduler = self.spec.plan(config)
+        plan, scheduler = planned
         make_scheduler_for_grid(scheduler, bundle.scheduler_config, len(plan))
         plan.validate(StepEngine(bundle.unet).num_branches)
         return self
 
-    def build(self, bundle, ctx: Context | None = None):
-        """The :class:`bench.rows.Run` of this experiment (validated first)."""
-        self.validate(bundle)
+    def build(self, bundle, ctx: Context | None = None) -> Run:
+        """The :class:`baselines.run.Run` of this experiment (resolved from ``ctx`` and validated first)."""
         ctx = ctx or Context()
-        config = self._config()
-        if self.spec.build is not None:
-            return self.spec.build(config, bundle, ctx, self)
-        plan, scheduler = self.spec.plan(config)
-        return plan_run(self, bundle, plan, scheduler)
+        experiment = self.resolve(ctx).validate(bundle)
+        config = experiment._config()
+        if experiment.spec.build is not None:
+            return experiment.spec.build(config, bundle, ctx, experiment)
+        planned = experiment.plan()
+        if planned is None:
+            raise UserError(f"method {self.method}: its plan is not known here (no results store to read it from)")
+        return plan_run(experiment, bundle, *planned)
 
     def default_label(self, plan_name: str) -> str:
         return self.label or (plan_name + (f"+tome{self.tome.ratio:g}" if self.tome else ""))
@@ -267,8 +354,6 @@ def tome_hooks(bundle, tome: ToMeConfig | None) -> Callable:
 
 def plan_run(experiment: Experiment, bundle, plan: Plan, scheduler: str):
     """A run whose cost is the plan summed over the step types' MACs (counted with ToMe applied when on)."""
-    from bench.rows import Run
-
     from .costing import bundle_cost_models
 
     def macs():  # rows are sampled without classifier-free guidance
@@ -279,19 +364,20 @@ def plan_run(experiment: Experiment, bundle, plan: Plan, scheduler: str):
 
 
 # ---- AutoDiffusion ---------------------------------------------------------------------------------------------
-def _autodiffusion_plan(c: AutoDiffusionConfig):
-    raise UserError("autodiffusion's plan comes from its search: build the experiment on a model")
+def _autodiffusion_check(config: AutoDiffusionConfig, bundle) -> None:
+    from .autodiffusion.method import search_space
+
+    config.validate()
+    search_space(bundle, config)
 
 
 def _autodiffusion_build(config: AutoDiffusionConfig, bundle, ctx: Context, experiment: Experiment):
-    from bench.rows import Run
-
     from .autodiffusion.layers import droppable_layers
     from .autodiffusion.method import searched_candidate
     from .autodiffusion.sampling import dropping, subset_scheduler
     from .costing import DropCost, example_inputs
 
-    candidate = searched_candidate(bundle, config, ctx.store, ctx.cache_dir, ctx.progress)
+    candidate = searched_candidate(bundle, config, ctx.store, ctx.search_fitness, ctx.progress)
     plan = Plan.full(len(candidate.timesteps), f"autodiffusion-K{config.k}"
                      + (f"-L{config.budget_layers}" if config.budget_layers is not None else ""))
     tome = tome_hooks(bundle, experiment.tome)
@@ -312,9 +398,9 @@ def _autodiffusion_build(config: AutoDiffusionConfig, bundle, ctx: Context, expe
                extra={"candidate": candidate.key()})
 
 
-register_method(Method("autodiffusion", AutoDiffusionConfig, _autodiffusion_plan,
+register_method(Method("autodiffusion", AutoDiffusionConfig, None,
                        "AutoDiffusion: searched timesteps (+ dropped layers under a layer budget)",
-                       build=_autodiffusion_build))
+                       build=_autodiffusion_build, check=_autodiffusion_check))
 
 
 def experiments_from_json(text: str) -> list[Experiment]:
@@ -329,5 +415,6 @@ def experiments_from_json(text: str) -> list[Experiment]:
     return [Experiment.from_dict(d) for d in items]
 
 
-__all__ = ["METHODS", "Method", "Experiment", "Context", "StepsConfig", "SolverConfig", "ToMeMethodConfig",
-           "EvolutionConfig", "register_method", "get_method", "config_from_dict", "experiments_from_json"]
+__all__ = ["METHODS", "Method", "Experiment", "Context", "MissingInput", "Run", "StepsConfig", "SolverConfig",
+           "ToMeMethodConfig", "PatternConfig", "RandomConfig", "FlexiffusionConfig", "EvolutionConfig",
+           "register_method", "get_method", "config_from_dict", "experiments_from_json"]

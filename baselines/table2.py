@@ -59,7 +59,7 @@ def table2_experiments(steps: int = 100, branch: int = 3, plus=("C", "D"), small
 
 
 def render_markdown(records: list[dict]) -> str:
-    """A markdown table of flat records (:func:`bench.rows.as_record`), the paper's Table 2 columns."""
+    """A markdown table of flat records (the row harness's ``as_record``), the paper's Table 2 columns."""
     cols = [c for c in COLUMNS if any(c[0] in r for r in records)]
     lines = ["| method | " + " | ".join(h for _, h, _ in cols) + " |",
              "|---|" + "---|" * len(cols)]

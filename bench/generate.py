@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -75,11 +75,21 @@ def scheduler_maker(scheduler):
 
 
 @torch.no_grad()
-def generate_latents(bundle: ModelBundle, plan: Plan, seeds: Sequence[int], *, scheduler="ddim",
-                     labels: torch.Tensor | None = None, prompts: Sequence[str] | None = None,
-                     guidance_scale: float | None = None, cfg: str = "batched", eta: float = 0.0,
-                     batch_size: int = 64, progress: bool = True, desc: str | None = None) -> torch.Tensor:
-    """Final latents of ``plan`` for every seed (batched; image i depends only on seeds[i] and its condition)."""
+def sample_batches(bundle: ModelBundle, plan: Plan, seeds: Sequence[int], *, scheduler="ddim",
+                   labels: torch.Tensor | None = None, prompts: Sequence[str] | None = None,
+                   guidance_scale: float | None = None, cfg: str = "batched", eta: float = 0.0,
+                   batch_size: int = 64, states: Sequence | None = None, stops: Sequence[int] | None = None,
+                   cache_branches=None, on_stop: Callable[[int, list], None] | None = None,
+                   progress: bool = False, desc: str | None = None) -> torch.Tensor:
+    """The one batched sampling loop (rows, searches, AutoDiffusion, the ablation): final latents of ``plan`` for
+    every seed, on CPU.  Batches of ``batch_size`` seeds, image i depending only on seeds[i] and its condition
+    (noise and step noise per seed).
+
+    Resuming and stopping (prefix reuse): ``states`` holds one :class:`~flexiffusion.sampler.SamplerState` per batch
+    to resume from (None: from noise); the plan runs to each of ``stops`` in turn (default: its end), every batch
+    reaching a stop before any goes on, and ``on_stop(stop, states)`` sees the batches' states at every stop before
+    the plan's end.  ``cache_branches``: branches every full step keeps in the states (see
+    :func:`flexiffusion.sampler.sample`).  ``scheduler``: a registry name or a factory (:func:`scheduler_maker`)."""
     seeds = list(seeds)
     if not seeds:
         raise UserError("no seeds given: generate at least one image")
@@ -92,23 +102,56 @@ def generate_latents(bundle: ModelBundle, plan: Plan, seeds: Sequence[int], *, s
     make = scheduler_maker(scheduler)
     make(bundle.scheduler_config, len(plan))  # validates the name early
     device = bundle.device
-    out = []
+    starts = range(0, len(seeds), batch_size)
+    chunks = [seeds[lo:lo + batch_size] for lo in starts]
+    stops = [len(plan)] if stops is None else [int(s) for s in stops]
+    running = [None] * len(chunks) if states is None else list(states)
+    if len(running) != len(chunks):
+        raise UserError(f"{len(running)} states for {len(chunks)} batches: give one per batch")
+    out: list = [None] * len(chunks)
     with attached(bundle.unet) as engine:
         plan.validate(engine.num_branches)
         denoiser = bundle.denoiser(engine, guidance_scale, cfg)
+        dtype = next(bundle.unet.parameters()).dtype
+        setup: dict[int, tuple] = {}  # batch -> (noise, condition, scheduler, step kwargs), while it runs
+
+        def batch(i: int) -> tuple:
+            if i not in setup:
+                lo, chunk = starts[i], chunks[i]
+                cond = batch_condition(bundle, chunk, None if labels is None else labels[lo:lo + batch_size],
+                                       None if prompts is None else prompts[lo:lo + batch_size], guidance_scale)
+                noise = noise_for_seeds(chunk, bundle.sample_shape, device=device, dtype=dtype)
+                # one scheduler per batch for the whole plan: a resume loads the state's scheduler data into it
+                sched = make(bundle.scheduler_config, len(plan), device=device)
+                setup[i] = (noise, cond, sched, step_kwargs(sched, chunk, eta))
+            return setup[i]
+
         bar = tqdm(total=len(seeds), desc=desc or plan.name or "generate", unit="img", disable=not progress)
-        for lo in range(0, len(seeds), batch_size):
-            chunk = seeds[lo:lo + batch_size]
-            noise = noise_for_seeds(chunk, bundle.sample_shape, device=device,
-                                    dtype=next(bundle.unet.parameters()).dtype)
-            cond = batch_condition(bundle, chunk, None if labels is None else labels[lo:lo + batch_size],
-                                   None if prompts is None else prompts[lo:lo + batch_size], guidance_scale)
-            sched = make(bundle.scheduler_config, len(plan), device=device)
-            state = sample(denoiser, sched, plan, noise, cond, step_kwargs=step_kwargs(sched, chunk, eta))
-            out.append(state.latents.cpu())
-            bar.update(len(chunk))
+        for stop in stops:
+            for i, chunk in enumerate(chunks):
+                noise, cond, sched, kwargs = batch(i)
+                running[i] = sample(denoiser, sched, plan, noise, cond, state=running[i], stop=stop,
+                                    cache_branches=cache_branches, step_kwargs=kwargs)
+                if stop == len(plan):   # done: keep the latents only (a state holds the engine's features)
+                    out[i], running[i] = running[i].latents.cpu(), None
+                    del setup[i]
+                    bar.update(len(chunk))
+            if stop < len(plan) and on_stop is not None:
+                on_stop(stop, running)
         bar.close()
+    if any(o is None for o in out):
+        raise UserError(f"the plan did not run to its end: stops {stops} end before step {len(plan)}")
     return torch.cat(out)
+
+
+def generate_latents(bundle: ModelBundle, plan: Plan, seeds: Sequence[int], *, scheduler="ddim",
+                     labels: torch.Tensor | None = None, prompts: Sequence[str] | None = None,
+                     guidance_scale: float | None = None, cfg: str = "batched", eta: float = 0.0,
+                     batch_size: int = 64, progress: bool = True, desc: str | None = None) -> torch.Tensor:
+    """Final latents of ``plan`` for every seed, from noise (:func:`sample_batches`)."""
+    return sample_batches(bundle, plan, seeds, scheduler=scheduler, labels=labels, prompts=prompts,
+                          guidance_scale=guidance_scale, cfg=cfg, eta=eta, batch_size=batch_size,
+                          progress=progress, desc=desc)
 
 
 @torch.no_grad()

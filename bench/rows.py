@@ -9,14 +9,19 @@ Metrics of a row (one store row each):
   (paper = fvcore at batch 1 without attention matmuls; complete = with them, doubled under CFG), counted by the
   method's own cost function on the model as it runs (ToMe applied, layers dropped);
 * ``avg_macs_paper_g`` / ``avg_macs_complete_g``: total / the teacher's number of steps (``teacher_steps``, the
-  table's "default number of time steps"; for a plan on the teacher's grid this is Flexiffusion's avg MACs);
+  table's "default number of time steps"; :func:`bench.cost.schedule_cost.avg_macs`, Flexiffusion's avg MACs);
   ``speedup_paper`` / ``speedup_complete`` = teacher total / method total (the paper: speed-up by MACs);
-* ``latency_s_per_image``: wall time of generating the images / number of images (threads and device in the row);
+* ``latency_s_per_image`` / ``latency_iqr_s_per_image``: a controlled measurement with the latency harness
+  (bench.cost.timing): the method generates the first ``LATENCY_IMAGES`` seeds as one batch, after
+  ``LATENCY_WARMUP`` warm-up runs, ``LATENCY_REPEATS`` times; median and interquartile range per image (raw values
+  under ``extra["latency"]``); ``generation_s_per_image``: wall time of the row's generation pass / its images.
+  The row's ``threads`` and ``device`` are those both ran with;
 * ``fid``, ``isc``, ``precision``, ``recall`` against the real data (``real``), ``rfid`` against the teacher
   (DDIM, ``teacher_steps`` full steps, the same seeds), ``clip_score`` for text models.
 
-A row's store key covers the model weights, the method and its config, the plan, the scheduler and the
-:class:`RowSetting`; a result already stored under it is returned, not recomputed.
+A row's store key (``row/<model>/<label>/<hash>``, :func:`bench.results.result_key`) covers the model weights
+(:func:`bench.models.weights_identity`), the method and its config, the plan, the scheduler and the
+:class:`RowSetting`; a result already stored under it is returned, not recomputed (``ResultStore.get_or_put``).
 """
 from __future__ import annotations
 
@@ -31,10 +36,15 @@ import torch
 from flexiffusion.errors import UserError
 from flexiffusion.schedule import Plan
 
-ROWS_VERSION = 2           # bump when what a row measures changes (new keys; old results stay readable)
+ROWS_VERSION = 3           # bump when what a row measures changes (new keys; old results stay readable)
                            # 2: text models costed at their own context length (was 77 tokens)
+                           # 3: latency from the latency harness (+ IQR, generation wall time), threads as measured,
+                           #    keys row/<model>/<label>/<hash> with the weights' content identity
 EXPERIMENT = "baselines"
 MIN_ROW_IMAGES = 10        # Inception Score uses 10 splits
+LATENCY_IMAGES = 8         # the latency measurement's batch: the row's first seeds
+LATENCY_WARMUP = 1
+LATENCY_REPEATS = 5
 G = 1e9
 
 
@@ -106,13 +116,26 @@ def _hash(obj) -> str:
     return stable_hash(obj)
 
 
+def _part(text: str) -> str:
+    """A label or model name as one key part (``/`` escaped)."""
+    return str(text).replace("%", "%25").replace("/", "%2F") or "-"
+
+
 def row_key(bundle, run: Run, setting: RowSetting, bootstrap: int = 0) -> str:
-    ident = {"rows": ROWS_VERSION, "model": bundle.name, "weights": bundle.weights_id, "method": run.method,
+    from bench.models import weights_identity
+    from bench.results import result_key
+
+    ident = {"rows": ROWS_VERSION, "model": bundle.name, "weights": weights_identity(bundle), "method": run.method,
              "config": run.config, "plan": run.plan.digest(), "scheduler": run.scheduler_name,
              "setting": setting.key_fields()}
     if bootstrap:   # only then: keys of rows without a spread stay what they were
         ident["bootstrap"] = {"b": bootstrap, "interval": "normal", "level": 0.95}
-    return f"{EXPERIMENT}:{bundle.name}:{run.label}:{_hash(json.loads(json.dumps(ident, default=str)))}"
+    return result_key("row", _part(bundle.name), _part(run.label), _hash(json.loads(json.dumps(ident, default=str))))
+
+
+def _label_of(key: str) -> str:
+    """The label part of a row key (names the row's cached features)."""
+    return key.split("/")[-2]
 
 
 class _CallCounter:
@@ -143,6 +166,7 @@ def _generate(bundle, run: Run, setting: RowSetting, prompts, progress: bool):
     batches = -(-setting.n_images // setting.batch_size)
     try:
         with run.hooks():
+            threads = torch.get_num_threads()   # what the generation runs with (the caller's scope)
             t0 = time.perf_counter()
             images = generate_images(bundle, run.plan, setting.seeds, scheduler=run.scheduler, prompts=prompts,
                                      guidance_scale=setting.guidance_scale, batch_size=setting.batch_size,
@@ -150,7 +174,26 @@ def _generate(bundle, run: Run, setting: RowSetting, prompts, progress: bool):
             wall = time.perf_counter() - t0
     finally:
         counter.close()
-    return images, counter.calls / batches, wall
+    return images, counter.calls / batches, wall, threads
+
+
+def latency(bundle, run: Run, setting: RowSetting, prompts):
+    """The row's latency, controlled (bench.cost.timing): the first ``LATENCY_IMAGES`` seeds generated as one batch
+    (decoded, as the row's images are), ``LATENCY_WARMUP`` warm-up runs then ``LATENCY_REPEATS`` timed runs (CUDA
+    events on a GPU); a :class:`bench.cost.timing.Measurement` (``per_image`` = median / batch)."""
+    from bench.cost.timing import Measurement, Timer, time_round_robin
+    from bench.generate import generate_images
+
+    n = min(LATENCY_IMAGES, setting.n_images)
+    seeds, batch_prompts = setting.seeds[:n], None if prompts is None else prompts[:n]
+
+    def once():
+        generate_images(bundle, run.plan, seeds, scheduler=run.scheduler, prompts=batch_prompts,
+                        guidance_scale=setting.guidance_scale, batch_size=n, progress=False)
+
+    with run.hooks():
+        timed = time_round_robin({run.label: once}, LATENCY_WARMUP, LATENCY_REPEATS, Timer(bundle.device))
+    return Measurement(f"row:{run.label}", None, n, timed[run.label], calls=len(run.plan))
 
 
 def scoring_clip(bundle, setting: RowSetting) -> tuple[str, str]:
@@ -200,7 +243,7 @@ def spread(images, setting: RowSetting, rfid, key: str, b: int, cache_dir=None) 
     mine = FeatureSet(as_images(images, "method"), rfid.extractor, [layer]).features(layer)
     real, label = resolve_input(setting.real, "real")
     ref = FeatureSet(real, rfid.extractor, [layer], source=label, cache=Cache(cache_dir)).features(layer)
-    Cache(cache_dir).save("row-features", {"row": key}, mine, key.split(":")[-2])
+    Cache(cache_dir).save("row-features", {"row": key}, mine, _label_of(key))
     out = {}
     for name, other in (("fid", ref), ("rfid", rfid.teacher_features().features(layer))):
         s = bootstrap_fid(mine, other, b=b, level=DEFAULT_LEVEL, resample_reference=name == "fid")
@@ -212,7 +255,7 @@ def row_features(key: str, cache_dir=None):
     """The image features a row with a bootstrap spread kept (None if not in the cache)."""
     from bench.cache import Cache
 
-    return Cache(cache_dir).load("row-features", {"row": key}, key.split(":")[-2])
+    return Cache(cache_dir).load("row-features", {"row": key}, _label_of(key))
 
 
 def is_teacher(run: Run, setting: RowSetting) -> bool:
@@ -229,16 +272,26 @@ def measure(bundle, run: Run, setting: RowSetting, store=None, cache_dir=None, p
     ``bootstrap`` = B > 0 adds percentile intervals (95 %) of FID and rFID over B resamples of the images."""
     setting.validate()
     key = row_key(bundle, run, setting, bootstrap)
-    if store is not None and store.has(key):
-        return store.get(key), True
+    if store is None:
+        return _measured(bundle, run, setting, key, cache_dir, progress, bootstrap), False
+    result, reused = store.get_or_put(key, lambda: _measured(bundle, run, setting, key, cache_dir, progress,
+                                                             bootstrap))
+    return list(result.rows), reused
+
+
+def _measured(bundle, run: Run, setting: RowSetting, key: str, cache_dir, progress: bool, bootstrap: int
+              ) -> list[dict]:
+    from bench.cost.schedule_cost import avg_macs
+
     prompts = setting.prompt_list(bundle)
     rfid = teacher_rfid(bundle, setting, prompts, cache_dir, progress)
     if is_teacher(run, setting) and not rfid.has_teacher_images():
-        images, nfe, wall = _generate(bundle, run, setting, prompts, progress)   # sampled once: row and reference
-        rfid.provide_teacher_images(images)
+        images, nfe, wall, threads = _generate(bundle, run, setting, prompts, progress)   # sampled once: row and
+        rfid.provide_teacher_images(images)                                              # reference
     else:
         rfid.teacher_features()  # the teacher's images are not part of the method's latency
-        images, nfe, wall = _generate(bundle, run, setting, prompts, progress)
+        images, nfe, wall, threads = _generate(bundle, run, setting, prompts, progress)
+    timed = latency(bundle, run, setting, prompts)
     macs, teacher = run.macs(), teacher_macs(bundle)
     if setting.guidance_scale is not None:   # batched CFG: each call runs the conditional and unconditional half;
         macs = {**macs, "complete": 2 * macs["complete"]}     # the paper's convention counts batch 1 (SD: 338.76 G)
@@ -247,23 +300,25 @@ def measure(bundle, run: Run, setting: RowSetting, store=None, cache_dir=None, p
     values = {"nfe": nfe, "grid": len(run.plan)}
     for conv in ("paper", "complete"):
         values[f"macs_{conv}_g"] = macs[conv] / G
-        values[f"avg_macs_{conv}_g"] = macs[conv] / setting.teacher_steps / G
+        values[f"avg_macs_{conv}_g"] = avg_macs(macs[conv], setting.teacher_steps) / G
         values[f"speedup_{conv}"] = teacher_total[conv] / macs[conv]
-    values["latency_s_per_image"] = wall / setting.n_images
+    values["latency_s_per_image"] = timed.per_image
+    values["latency_iqr_s_per_image"] = timed.iqr / timed.batch_size
+    values["generation_s_per_image"] = wall / setting.n_images
     values.update(quality(bundle, images, setting, rfid, prompts, cache_dir))
     if bootstrap:
         values.update(spread(images, setting, rfid, key, bootstrap, cache_dir))
+    lat = {"images": timed.batch_size, "warmup": LATENCY_WARMUP, "repeats": LATENCY_REPEATS,
+           "values_s": timed.values, "timer": "cuda-events" if bundle.device.type == "cuda" else "perf_counter"}
     common = {"experiment": EXPERIMENT, "method": run.label, "model": bundle.name, "weights": bundle.weights_id,
               "plan_digest": run.plan.digest(), "plan": run.plan.to_dict(), "scheduler": run.scheduler_name,
               "grid": len(run.plan), "n_images": setting.n_images,
               "seeds": f"{setting.seed0}-{setting.seed0 + setting.n_images - 1}",
-              "device": str(bundle.device), "threads": torch.get_num_threads(),
-              "extra": {"method": run.method, "config": run.config, "setting": asdict(setting), **run.extra,
+              "device": str(bundle.device), "threads": threads,
+              "extra": {"method": run.method, "config": run.config, "setting": asdict(setting), "latency": lat,
+                        **run.extra,
                         **({"bootstrap": {"b": bootstrap, "level": 0.95, "interval": "normal", "over": "images"}} if bootstrap else {})}}
-    rows = [{**common, "metric": m, "value": float(v)} for m, v in values.items()]
-    if store is not None:
-        store.put(key, rows)
-    return rows, False
+    return [{**common, "metric": m, "value": float(v)} for m, v in values.items()]
 
 
 def as_record(rows: list[dict]) -> dict:

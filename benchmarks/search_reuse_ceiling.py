@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 from dataclasses import replace
-from types import SimpleNamespace
 
 
 def simulate(preset_name: str, iterations: int, seed: int, n_m: int, initial: int | None = None):
@@ -24,11 +23,9 @@ def simulate(preset_name: str, iterations: int, seed: int, n_m: int, initial: in
     from flexiffusion.search.evolution import evolve
 
     preset = get_preset(preset_name)
-    args = SimpleNamespace(layout="tile", segments=None, branches=None, intervals=None, budget=None, model=None,
-                           iterations=iterations, seed=seed)
-    space, model, budget = space_of(args, preset)
+    space, model, budget = space_of(preset)
     cost = space.plan_cost(model.step_macs)
-    config = replace(search_config(args, preset), n_m=n_m, **({"initial": initial} if initial else {}))
+    config = replace(search_config(preset, iterations=iterations, seed=seed), n_m=n_m, **({"initial": initial} if initial else {}))
     requested: list = []
 
     def fitness(plans):

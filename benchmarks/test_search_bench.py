@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.evaluation.benchmark import BenchCase, run_benchmark
+from bench.search.benchmark import BenchCase, run_benchmark
 
 CASE = BenchCase("embedded-50", images=4, iterations=2, seed=0, threads=1)
 

@@ -1,31 +1,10 @@
-"""Formatting of one table cell from the store's rows: a value, its bootstrap interval, or why it is empty."""
+"""Formatting of one table cell from the store's rows: a value, its bootstrap interval, or why it is empty.
+Headers and number formats are the metric registry's (bench.results)."""
 from __future__ import annotations
 
-import math
+from bench.results import fmt, header  # noqa: F401  (headers and formats: the metric registry's)
 
-# metric -> (header, format)
-COLUMNS = {
-    "nfe": ("NFE", "{:.0f}"), "avg_macs_paper_g": ("avg MACs (G)", "{:.4g}"),
-    "avg_macs_complete_g": ("avg MACs complete (G)", "{:.4g}"), "speedup_paper": ("speed-up (MACs)", "{:.2f}x"),
-    "latency_s_per_image": ("s/image", "{:.4f}"), "fid": ("FID", "{:.2f}"), "rfid": ("rFID", "{:.2f}"),
-    "isc": ("IS", "{:.2f}"), "precision": ("precision", "{:.3f}"), "recall": ("recall", "{:.3f}"),
-    "clip_score": ("CLIP score", "{:.2f}"), "steps_above_0.9": ("steps > 0.9 similar (mean)", "{:.1f}"),
-    "fraction_of_full": ("fraction of a full step", "{:.3f}"), "kendall_tau": ("Kendall's tau", "{:.3f}"),
-    "kendall_p": ("p-value", "{:.2g}"), "n_images_metric": ("images", "{:.0f}"),
-    "seconds_per_candidate": ("s/candidate", "{:.2f}"), "budget_g": ("budget (G)", "{:.3g}"),
-    "evaluations": ("evaluations", "{:.0f}"), "search_s": ("search (s)", "{:.0f}"),
-}
 COST_METRICS = {"nfe", "grid", "avg_macs_paper_g", "avg_macs_complete_g", "speedup_paper", "speedup_complete"}
-
-
-def header(metric: str) -> str:
-    return COLUMNS.get(metric, (metric, ""))[0]
-
-
-def fmt(metric: str, value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return COLUMNS.get(metric, (metric, "{:.4g}"))[1].format(value)
 
 
 def interval(metric: str, values: dict, level: float = 0.95):

@@ -1,28 +1,35 @@
 """Render one experiment from the results store only: ``OUT/NAME/`` gets table.md / .tex / .csv, provenance.json
 (per row: model, weights, images, seeds, device, threads, git commit, time, store keys), its plots (PNG) and
 manifest.json (files with titles) for the HTML gatherer.  Cells without a value say why ("needs weights [n]",
-"search [n]"): footnote n names the command that fills them.  Comparisons are rendered with their paired
+"search [n]", "not yet filled: flexbench ablation [n]"): footnote n names the command that fills them.  A table
+filled by another command (``filled_by``) has one row per group of that command's rows (bench.experiments.runner);
+a cell of a filled row whose metric that command did not store says "not stored [n]", one stored without a value
+(e.g. a p-value of a constant ranking) "n/a".  Comparisons are rendered with their paired
 bootstrap interval and "significant" / "not significant"."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from bench.results import METRICS
+
 from . import figures
 from .cells import COST_METRICS, header, interval, with_spread
-from .tables import write_tables
+from .tables import to_markdown, write_tables
 
 PROVENANCE = ("model", "weights", "n_images", "seeds", "device", "threads", "git_commit", "created", "scheduler")
 
 
-def _values(store, keys) -> tuple[dict, list[dict]]:
-    """A cell's figures from its keys' rows; a later key overrides an earlier one (a measured row, last, overrides
-    the architecture's cost cell: MACs counted on the model as it ran, e.g. with ToMe applied)."""
+def _values(store, keys, where=None) -> tuple[dict, list[dict]]:
+    """A cell's figures from its keys' rows (only those matching ``where``: column -> value); a later key overrides
+    an earlier one (a measured row, last, overrides the architecture's cost cell: MACs counted on the model as it
+    ran, e.g. with ToMe applied)."""
     values, rows = {}, []
     for key in keys:
-        got = store.get(key) or []
+        got = [r for r in store.get(key) or [] if all(r.get(c) == v for c, v in (where or {}).items())]
         rows += got
         mine: dict = {}
         for r in got:
@@ -33,7 +40,7 @@ def _values(store, keys) -> tuple[dict, list[dict]]:
 
 def _provenance(cell, rows) -> dict:
     out = {"label": cell.label, "status": cell.status, "keys": cell.keys, "command": cell.command,
-           "note": cell.note, "sources": []}
+           "note": cell.note, **({"where": cell.where} if cell.where else {}), "sources": []}
     seen = set()
     for r in rows:
         if r["key"] in seen:
@@ -50,10 +57,16 @@ def collect(spec, cells, store):
     """(display DataFrame, raw DataFrame, provenance list, footnotes, records for plots)."""
     display, raw, prov, notes, records, ids = {}, {}, [], [], [], {}
     for n, cell in enumerate(cells, start=1):
-        values, rows = _values(store, cell.keys)
+        values, rows = _values(store, cell.keys, cell.where) if store is not None else ({}, [])
+        for m in spec.columns:   # a field (model, device, threads): the store row's own column, the last key's
+            if m in METRICS and METRICS[m].field and rows:
+                values[m] = rows[-1].get(m)
         prov.append({"id": f"p{n}", **_provenance(cell, rows)})
-        why = {"cost only": "needs weights", "search": "search", "elsewhere": "not yet filled",
+        writer = cell.command.split()[1] if cell.command.startswith("flexbench ") else ""
+        why = {"cost only": "needs weights", "search": "search", "elsewhere": f"not yet filled: flexbench {writer}",
                "planned": "planned", "needs weights": "needs weights"}.get(cell.status)
+        if cell.where and cell.status in ("reused", "measured"):   # a group of another command's rows
+            why = "not stored"
         i = ids.get(cell.command)
         if cell.command and i is None:
             i = ids[cell.command] = len(ids) + 1
@@ -61,7 +74,9 @@ def collect(spec, cells, store):
         line = {}
         for m in spec.columns:
             text = with_spread(m, values)
-            if not text and why and not (m in COST_METRICS and cell.status == "cost only"):
+            if not text and cell.where and m in values:
+                text = "n/a"
+            elif not text and why and not (m in COST_METRICS and cell.status == "cost only"):
                 text = f"{why} [{i}]"
             line[header(m)] = text
         line["src"] = f"p{n}"
@@ -130,14 +145,27 @@ def _plots(spec, records, out: Path) -> list[dict]:
     return made
 
 
-def render(spec, model: str, cells, comparisons, store, out_dir) -> Path:
-    """Write OUT/NAME/...; returns the folder."""
+@dataclass
+class Rendered:
+    """What :func:`render` wrote, in memory too (callers print or embed it without reading the files back)."""
+
+    folder: Path
+    markdown: str                  # table.md
+    table: pd.DataFrame            # the displayed cells
+    raw: pd.DataFrame              # the numbers behind them
+    provenance: list               # per row
+    comparisons: list              # one line per compare pair
+    files: list                    # [{"file", "title"}] as in manifest.json
+
+
+def render(spec, model: str, cells, comparisons, store, out_dir) -> Rendered:
+    """Write OUT/NAME/... (tables, provenance.json, plots, manifest.json)."""
     out = Path(out_dir) / spec.name
     out.mkdir(parents=True, exist_ok=True)
     df, raw, prov, notes, records = collect(spec, cells, store)
-    if spec.name == "figB1":   # one row per preset and branch reads better long
+    if spec.layout == "branches":     # one row per model and convention, a column per branch
         df = _branch_table(records)
-    if spec.name == "fig4":    # one row per branch
+    if spec.layout == "per-method":   # one row per model and method (fig. 4: per branch)
         df = _per_method(records, spec.columns)
     comp = _comparison_lines(comparisons, store)
     foot = [f"Model: {model}. Provenance of each row (src) in provenance.json."]
@@ -152,7 +180,7 @@ def render(spec, model: str, cells, comparisons, store, out_dir) -> Path:
     files += _plots(spec, records, out)
     (out / "manifest.json").write_text(json.dumps({"experiment": spec.name, "title": spec.title, "model": model,
                                                    "paper": spec.paper, "files": files}, indent=1))
-    return out
+    return Rendered(out, to_markdown(df, spec.title, foot), df, raw, prov, comp, files)
 
 
 def _branch_table(records) -> pd.DataFrame:

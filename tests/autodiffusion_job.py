@@ -15,8 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from baselines.autodiffusion.method import AutoDiffusionConfig, search  # noqa: E402
+from baselines.autodiffusion.method import AutoDiffusionConfig  # noqa: E402
 from baselines.autodiffusion.search import EvolutionConfig  # noqa: E402
+from bench.search.autodiffusion import search  # noqa: E402
 
 CONFIG = AutoDiffusionConfig(k=3, budget_layers=3 * 23 - 3, max_drop_fraction=0.1, fitness="rfid",
                              teacher_steps=10, search_images=8,

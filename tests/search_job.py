@@ -28,13 +28,13 @@ CONFIG = dict(iterations=15, parents=6, children=4, population=20, initial=10, m
 
 
 def make_run(seed: int, log: Path, sleep: float = 0.0) -> driver.SearchRun:
-    def rows(plans, space):
+    def rows(proposals, space):
         out = []
-        for p in plans:
+        for p in proposals:   # the search's proposals: candidate, compiled plan, digest, avg MACs
             with open(log, "a") as fh:
-                fh.write(p.digest() + "\n")
+                fh.write(p.plan.digest() + "\n")
             time.sleep(sleep)
-            out.append({"fitness": toy_fitness(p), "mse": toy_fitness(p) / 2})
+            out.append({"fitness": toy_fitness(p.plan), "mse": toy_fitness(p.plan) / 2})
         return out
 
     backend = driver.Backend("toy-v1", rows, {"fitness": "toy"}, {"model": "none", "n_images": 0})

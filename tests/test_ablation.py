@@ -81,16 +81,22 @@ def test_summary_tau_and_table_rows(tmp_path):
     with ResultStore(tmp_path / "r.sqlite") as store:
         records, _ = ablation.evaluate_candidates(CONFIG, SPACE, FakeSource(), store)
         summary = ablation.summarize(records, CONFIG)
-        rows = ablation.summary_rows(summary, CONFIG, {"model": "fake", "weights": "random"})
-        store.put("ablation-summary/x", rows)
-        t4, t9 = store.frame(experiment="table4"), store.frame(experiment="table9")
+        stored, reused = ablation.store_summary(store, summary, CONFIG, records, FakeSource(),
+                                                {"model": "fake", "weights": "random"})
+        assert not reused and ablation.store_summary(store, summary, CONFIG, records, FakeSource(), {})[1]
+        t4 = store.frame(experiment="ablation-summary")
     by = {(t["metric"], t["k"]): t for t in summary["table"]}
     assert by[("fid", 40)]["kendall_tau"] == pytest.approx(1.0)  # FID with the reference's images = the reference
     assert by[("rfid", 40)]["kendall_tau"] > 0.5  # the stand-in's noise grows with NFE: a real ranking
     assert 0 <= by[("rfid", 10)]["p_value"] <= 1
     assert by[("rfid", 20)]["s_per_candidate"] == pytest.approx(1.5 * 20 / 40, abs=0.05)
-    assert len(t4) == 3 * 3 * 3 and len(t9) == 3 * 3
-    assert set(t9["method"]) == {"rfid"} and sorted(set(t9["n_images"])) == [10, 20, 40]
+    # one group of rows per metric and k: images, s/candidate, tau, p-value, candidates, the reference's own tau
+    assert len(t4) == 3 * 3 * 6 and set(t4["key"]) == {stored.key}
+    assert set(t4.groupby(["method", "n_images"]).size()) == {6}
+    rfid20 = {r["metric"]: r["value"] for _, r in t4[(t4.method == "rfid") & (t4.n_images == 20)].iterrows()}
+    assert rfid20["k_images"] == 20 and rfid20["kendall_tau"] == by[("rfid", 20)]["kendall_tau"]
+    assert rfid20["kendall_p"] == by[("rfid", 20)]["p_value"] and rfid20["n_candidates"] == 5
+    assert rfid20["reference_tau"] == summary["reference_noise"]["kendall_tau"]
     assert t4["git_commit"].notna().all() and (t4["weights"] == "random").all()
     ablation.plot(summary, tmp_path / "tau.png")
     assert (tmp_path / "tau.png").stat().st_size > 1000

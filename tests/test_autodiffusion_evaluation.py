@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from baselines.autodiffusion.candidate import Candidate
-from baselines.autodiffusion.evaluation import (EVAL_PREFIX, StoredEvaluation, candidate_extras, candidate_plan,
-                                                step_tokens)
+from baselines.autodiffusion.sampling import candidate_plan
+from bench.search.autodiffusion import EVAL_PREFIX, StoredEvaluation, candidate_extras, step_tokens
 from bench.evaluation.evaluator import Evaluator
 from bench.evaluation.setting import EvaluationSetting
 from bench.store import ResultStore

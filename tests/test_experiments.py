@@ -89,7 +89,7 @@ def test_render_a_tiny_store(tmp_path):
                       for m, v in (("fid_diff", -1.5), ("fid_diff_low", -9.0), ("fid_diff_high", 6.0))])
     cells = [Cell("A", "measured", ["kA"], plan=["f", "p1"] * 5),
              Cell("B", "cost only", ["kB-cost"], command="flexbench experiment tiny --model x --weights PATH")]
-    out = render(spec, "embedded", cells, [Comparison("A", "B", "cmp")], store, tmp_path / "out")
+    out = render(spec, "embedded", cells, [Comparison("A", "B", "cmp")], store, tmp_path / "out").folder
     md = (out / "table.md").read_text()
     assert "| A " in md and "58.96 [51.12, 66.80]" in md and "0.0712" in md
     assert "needs weights [1]" in md and "`flexbench experiment tiny --model x --weights PATH`" in md
@@ -111,7 +111,7 @@ def test_render_a_tiny_store(tmp_path):
 
 
 def test_pareto_front_and_schedule_plans():
-    from bench.experiments.plans import pattern_plan, random_plan
+    from baselines.schedules import pattern_plan, random_plan
     from reports.figures import pareto_front
 
     assert pareto_front([(1, 5), (2, 3), (3, 4), (0.5, 9)]) == [3, 0, 1]
@@ -218,3 +218,33 @@ def test_dry_run_reads_stored_searches_and_leaves_the_store_unchanged(tmp_path, 
     assert "Flexiffusion-B: planned" in out
     assert "Flexiffusion-D: search  (flexbench search --preset embedded-33" in out  # not stored: still the command
     assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == files
+
+
+def test_rows_are_registry_methods_and_a_named_search_must_be_stored(tmp_path):
+    """Every row is a registry experiment (a searched row: the flexiffusion method of its preset); a search the
+    caller names (Options.searches, as ``flexbench demo`` does) that is not stored is one line naming it and the
+    stored ones, before anything is written."""
+    from bench.experiments.runner import Options, fill, prepared_rows
+
+    spec = load("table10")
+    rows = {r.label: e for r, e in prepared_rows(spec, "embedded")}
+    assert [e.method for e in rows.values()] == ["pattern", "random", "flexiffusion"]
+    assert rows["handcrafted"].plan()[0].tokens()[:4] == ["f", "p3", "p3", "f"]
+    assert rows["Flexiffusion (embedded-41)"].config.preset == "embedded-41"
+    path = tmp_path / "s.sqlite"
+    with ResultStore(path) as store:
+        store.put("flexiffusion-search/x", [{"experiment": "search", "method": "flexiffusion", "metric": "best_fitness",
+                                             "value": 0.7, "plan": {"name": "best", "steps": ["f", "p1"] * 50},
+                                             "extra": {"search": "embedded-41-tile-s0"}}])
+    before = path.read_bytes()
+    with ResultStore(path) as store:
+        with pytest.raises(UserError, match=r"no stored search 'embedded-41-other' .*embedded-41-tile-s0"):
+            fill(spec, store, Options("embedded", progress=False, searches={"embedded-41": "embedded-41-other"}))
+        assert store.keys() == ["flexiffusion-search/x"]
+        cells, _ = fill(spec, store, Options("embedded", dry_run=True, progress=False,
+                                             searches={"embedded-41": "embedded-41-tile-s0"}))
+    assert path.read_bytes() == before
+    by = {c.label: c for c in cells}
+    assert by["Flexiffusion (embedded-41)"].status == "planned"
+    assert by["Flexiffusion (embedded-41)"].note == "best plan of search embedded-41-tile-s0"
+    assert by["Flexiffusion (embedded-41)"].plan == ["f", "p1"] * 50 and by["random"].status == "planned"

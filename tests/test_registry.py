@@ -21,7 +21,7 @@ def bundle():
 
 def test_every_method_round_trips_through_data():
     assert set(METHODS) == {"teacher", "ddim", "plms", "dpm-multistep", "dpm-singlestep", "deepcache",
-                            "deepcache-plus", "tome", "autodiffusion"}
+                            "deepcache-plus", "tome", "pattern", "random", "flexiffusion", "autodiffusion"}
     for name, method in METHODS.items():
         e = Experiment.from_dict({"method": name})
         assert e.config == method.config()
@@ -125,3 +125,96 @@ def test_config_from_dict_plain():
     assert config_from_dict(DeepCacheConfig, {"interval": 3, "pow": 2}) == DeepCacheConfig(interval=3, pow=2)
     with pytest.raises(UserError, match="must be an object"):
         config_from_dict(DeepCacheConfig, [1, 2])
+
+
+# ---- methods that are schedules or stored searches: pattern, random, flexiffusion -------------------------------
+def test_pattern_and_random_are_registry_methods():
+    plan, sched = _plan({"method": "pattern", "config": {"pattern": "f p3 p3", "steps": 7}})
+    assert plan.tokens() == ["f", "p3", "p3", "f", "p3", "p3", "f"] and sched == "ddim"
+    data = {"method": "random", "config": {"seed": 0, "steps": 100, "intervals": [1, 2, 3], "branches": [1, 2]}}
+    plan, sched = _plan(data)
+    assert len(plan) == 100 and plan.tokens()[0] == "f" and sched == "ddim" and plan == _plan(data)[0]
+    with pytest.raises(UserError, match="needs config field 'pattern'"):
+        Experiment.from_dict({"method": "pattern"}).plan()
+    with pytest.raises(UserError, match="start with a full step"):
+        Experiment.from_dict({"method": "pattern", "config": {"pattern": "p1 f"}}).plan()
+    with pytest.raises(UserError, match="expected a list of integers"):
+        Experiment.from_dict({"method": "random", "config": {"branches": "123"}})
+
+
+def _stored_search(store, name, steps, preset="embedded-50"):
+    store.put(f"flexiffusion-search/{name}", [{"experiment": "search", "method": "flexiffusion",
+                                                "metric": "best_fitness", "value": 0.7, "scheduler": "ddim",
+                                                "plan": {"name": "best", "steps": steps, "fitness": 0.7},
+                                                "extra": {"search": name}}])
+
+
+def test_flexiffusion_resolves_a_stored_search(tmp_path, bundle):
+    """The flexiffusion method's plan is a stored search's best plan, read through the harness's context; a search
+    that is not stored raises MissingInput naming it, the stored ones and the command that stores it."""
+    from baselines.registry import Context, MissingInput
+    from bench.experiments.searched import method_context
+    from bench.store import ResultStore
+
+    e = Experiment.from_dict({"method": "flexiffusion", "config": {"preset": "embedded-50"}, "label": "F"})
+    assert e.plan() is None and e.validate(bundle) is e       # nothing stored needed to validate the config
+    with pytest.raises(UserError, match="needs a stored search"):
+        Experiment.from_dict({"method": "flexiffusion"}).plan()
+    with pytest.raises(UserError, match="reads its plan from a stored search"):
+        e.resolve(Context())
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        ctx = method_context(store, progress=False)
+        with pytest.raises(MissingInput, match=r"no stored search of preset embedded-50 .*\(none\)") as missing:
+            e.resolve(ctx)
+        assert missing.value.command.startswith("flexbench search --preset embedded-50 --seed 0 --store FILE")
+        _stored_search(store, "embedded-50-tile-s0", ["f", "p1", "n", "f"])
+        _stored_search(store, "other", ["f"] * 4, preset="embedded-41")
+        r = e.resolve(ctx)
+        assert r.config.search == "embedded-50-tile-s0" and r.plan()[0].tokens() == ["f", "p1", "n", "f"]
+        assert r.describe() == "best plan of search embedded-50-tile-s0" and r.resolve(ctx) == r
+        named = Experiment.from_dict({"method": "flexiffusion", "config": {"search": "other"}}).resolve(ctx)
+        assert named.plan() == (Plan.from_tokens(["f"] * 4), "ddim")
+        with pytest.raises(MissingInput, match=r"no stored search 'nope' .*embedded-50-tile-s0, other"):
+            Experiment.from_dict({"method": "flexiffusion", "config": {"search": "nope"}}).resolve(ctx)
+        run = e.build(bundle, ctx)
+        assert run.method == "flexiffusion" and run.label == "F" and run.plan.tokens() == ["f", "p1", "n", "f"]
+        assert run.config["config"]["search"] == "embedded-50-tile-s0" and run.scheduler == "ddim"
+
+
+def _run_cli(tmp_path, *args):
+    from bench.cli import main
+
+    return main(["run", *args, "--images", "10", "--teacher-steps", "4", "--batch-size", "5", "--quiet",
+                 "--store", str(tmp_path / "results.sqlite"), "--cache-dir", str(tmp_path / "cache")])
+
+
+def test_run_naming_a_search_that_is_not_stored_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from bench.store import ResultStore
+
+    assert _run_cli(tmp_path, "flexiffusion", "--search", "nope") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no stored search 'nope'" in err[0] and "(none)" in err[0], err
+    assert list(tmp_path.iterdir()) == []                    # neither the store nor the cache was created
+    with ResultStore(tmp_path / "results.sqlite") as store:
+        _stored_search(store, "embedded-50-tile-s0", ["f", "p1", "n", "f"])
+    before = (tmp_path / "results.sqlite").read_bytes()
+    assert _run_cli(tmp_path, "flexiffusion", "--search", "nope") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'nope'" in err[0] and "embedded-50-tile-s0" in err[0], err
+    assert (tmp_path / "results.sqlite").read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "results.sqlite"]
+    assert _run_cli(tmp_path, "ddim", "--search", "x") == 2   # a method without the field
+    assert "has no field 'search'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_run_a_stored_search_as_a_row(tmp_path, capsys):
+    from bench.store import ResultStore
+
+    with ResultStore(tmp_path / "results.sqlite") as store:
+        _stored_search(store, "embedded-50-tile-s0", ["f", "p1", "n", "f"])
+    assert _run_cli(tmp_path, "flexiffusion", "--preset", "embedded-50") == 0
+    out = capsys.readouterr().out
+    assert "flexiffusion[embedded-50-tile-s0]" in out and "stored in" in out
+    assert _run_cli(tmp_path, "flexiffusion", "--search", "embedded-50-tile-s0", "--preset", "embedded-50") == 0
+    assert "reused from" in capsys.readouterr().out

@@ -12,7 +12,8 @@ from bench.rows import RowSetting, as_record, measure, row_key
 from bench.store import ResultStore
 
 METRICS = {"nfe", "grid", "macs_paper_g", "macs_complete_g", "avg_macs_paper_g", "avg_macs_complete_g",
-           "speedup_paper", "speedup_complete", "latency_s_per_image", "fid", "rfid", "isc", "precision", "recall"}
+           "speedup_paper", "speedup_complete", "latency_s_per_image", "latency_iqr_s_per_image",
+           "generation_s_per_image", "fid", "rfid", "isc", "precision", "recall"}
 SETTING = RowSetting(n_images=10, teacher_steps=4, batch_size=5)  # 2 batches: NFE is per batch
 
 
@@ -53,7 +54,7 @@ def test_rows_measured_stored_and_reused(bundle, tmp_path):
         assert teacher["rfid"] < 1e-3  # the teacher's own images: rFID ~ 0 (float noise of the FID formula)
         _, plms, _ = _measure(bundle, {"method": "plms", "config": {"steps": 3}}, store, cache)
         assert plms["nfe"] == 4 and plms["grid"] == 4  # PLMS evaluates once more than its steps
-        assert len(store.keys("baselines:")) == 3
+        assert len(store.keys("row/")) == 3
 
 
 def _cli(tmp_path, *args):
@@ -104,7 +105,7 @@ def test_autodiffusion_row_and_stored_search(tmp_path, capsys, monkeypatch):
     with ResultStore(tmp_path / "results.sqlite") as store:
         (key,) = store.keys("autodiffusion-search:")
         best = store.get(key)[0]["extra"]["candidate"]
-        (row_key_,) = store.keys("baselines:")
+        (row_key_,) = store.keys("row/")
         assert store.get(row_key_)[0]["extra"]["candidate"] == best
     from baselines.autodiffusion import search
 

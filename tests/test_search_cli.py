@@ -126,13 +126,13 @@ def test_plan_extras_per_layout():
 
     tile = SearchSpace((4,), (1, 2), (1, 2), 9, 16)
     c = Candidate.of([(1, 2), (2, 1), (1, 1), (2, 2)])
-    assert plan_extras(tile.compile(c), tile, "ddim") is None
+    assert plan_extras(c, tile.compile(c), tile, "ddim") is None
     compact = SearchSpace((4,), (1, 2), (1, 2), 9, 16, layout="compact")
-    e = plan_extras(compact.compile(c), compact, "ddim")
+    e = plan_extras(c, compact.compile(c), compact, "ddim")
     assert e.tag == "compact:8" and len(e.scheduler(DDPM_SCHEDULER, 8).timesteps) == 8
     dpm = SearchSpace((4,), (1, 9), (1, 2, 3), 9, 12, solver="dpm")
     d = Candidate.of([(1, 3), (9, 2), (1, 1), (1, 2)])
-    e = plan_extras(dpm.compile(d), dpm, "dpms3")
+    e = plan_extras(d, dpm.compile(d), dpm, "dpms3")
     assert e.tag == "dpm:3,2,1,2" and e.scheduler(DDPM_SCHEDULER, 8).order_list == [1, 2, 3, 1, 2, 1, 1, 2]
     import pickle
 

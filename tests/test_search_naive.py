@@ -42,7 +42,7 @@ def test_naive_refuses_a_nondeterministic_evaluation():
 
 def test_search_bench_takes_algorithm_1_settings(capsys):
     from bench.cli import main
-    from bench.evaluation.benchmark import BenchCase, _search_parts
+    from bench.search.benchmark import BenchCase, _search_parts
 
     config = _search_parts(BenchCase(parents=25, children=4, population=300, n_m=1, initial=9))[4]
     assert (config.parents, config.children, config.population, config.n_m, config.initial) == (25, 4, 300, 1, 9)

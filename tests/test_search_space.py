@@ -184,3 +184,45 @@ def test_budget_below_every_candidate():
     sp = SearchSpace((6,), (1,), (1,), 4, 32)
     with pytest.raises(UserError, match="no random candidate under the budget"):
         evolve(sp, sp.plan_cost(MACS), toy_evaluate, 1.0, EvolutionConfig(iterations=1, initial=2, max_tries=3))
+
+
+def test_the_fitness_gets_candidates_each_compiled_and_costed_once(monkeypatch):
+    """A CandidateFitness gets proposals (candidate, its compiled plan, digest, avg MACs), so nothing parses a plan
+    back into its candidate; every candidate of the search is compiled and costed once; the result is the one a
+    fitness of plans gets."""
+    from collections import Counter
+
+    from flexiffusion.search.evolution import CandidateFitness
+
+    sp = SearchSpace((6, 7, 8), (1, 2, 3), (1, 2, 3), 4, 32)
+    cfg = EvolutionConfig(iterations=12, parents=6, children=4, population=20, initial=10, max_tries=50, seed=0)
+    expected = evolve(sp, sp.plan_cost(MACS), toy_evaluate, 45.0, cfg)
+    compiled, costed = Counter(), Counter()
+    real_compile = SearchSpace.compile
+
+    def compile(self, c):
+        compiled[c] += 1
+        return real_compile(self, c)
+
+    monkeypatch.setattr(SearchSpace, "compile", compile)
+    cost = sp.plan_cost(MACS)
+
+    def counted_cost(plan):
+        costed[plan.name] += 1
+        return cost(plan)
+
+    class Recording(CandidateFitness):
+        def __init__(self):
+            self.seen = []
+
+        def __call__(self, proposals):
+            self.seen += proposals
+            return toy_evaluate([p.plan for p in proposals])
+
+    fitness = Recording()
+    result = evolve(sp, counted_cost, fitness, 45.0, cfg)
+    assert max(compiled.values()) == 1 and max(costed.values()) == 1
+    assert all(p.plan == real_compile(sp, p.candidate) and p.digest == sp.digest(p.candidate)
+               and p.avg_macs == cost(p.plan) for p in fitness.seen)
+    assert [e.digest for e in result.population] == [e.digest for e in expected.population]
+    assert {d: e.fitness for d, e in result.evaluated.items()} == {d: e.fitness for d, e in expected.evaluated.items()}

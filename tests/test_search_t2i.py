@@ -75,9 +75,9 @@ def test_tiny_t2i_search_runs_and_its_best_plan_samples(tmp_path, capsys):
 
 
 def test_searched_rows_run_on_their_presets_sampler():
-    from bench.experiments.runner import _searched_scheduler
+    from bench.experiments.searched import searched_scheduler
 
-    assert _searched_scheduler("embedded-t2i-27") == "plms"
-    assert _searched_scheduler("embedded-50") == "ddim"
+    assert searched_scheduler("embedded-t2i-27") == "plms"
+    assert searched_scheduler("embedded-50") == "ddim"
     with pytest.raises(UserError, match="DPM-Solver orders"):
-        _searched_scheduler("cifar10-dpm")
+        searched_scheduler("cifar10-dpm")

@@ -1,18 +1,18 @@
 """AutoDiffusion end to end on a model bundle: search space from the U-Net, fitness, evolution, best candidate.
 
-The fitness runs on the Flexiffusion search's evaluation machinery (:mod:`baselines.autodiffusion.evaluation`:
-``bench.evaluation``'s Evaluator and executors, every evaluation committed to the results store): ``fid`` against
-real data (as published), ``rfid`` against the teacher (``teacher_steps`` DDIM steps on the search seeds) or
-``mse`` against the teacher.  Any other callable ``candidate -> float`` (lower is better) can be passed to
-:func:`search`.  A searched candidate is stored in the results store under a key of the model weights and the
-whole config, so a second run (or the table) reuses it; a killed search resumes by replaying against the stored
-evaluations.
+The fitness is the caller's: any callable ``candidate -> float`` (lower is better, optionally with
+``many(candidates)``).  The harness lends its own (the Flexiffusion search's evaluation machinery, every
+evaluation committed to the results store) through the registry's ``Context``:
+``fid`` against real data (as published), ``rfid`` against the teacher (``teacher_steps`` DDIM steps on the search
+seeds) or ``mse`` against the teacher.  A searched candidate is stored in the results store under a key of the
+model weights and the whole config, so a second run (or the table) reuses it; a killed search resumes by replaying
+against the stored evaluations.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, ContextManager
 
 from flexiffusion.errors import UserError
 
@@ -21,8 +21,8 @@ from .layers import droppable_layers
 from .search import Evolution, EvolutionConfig, SearchResult
 
 SEARCH_EXPERIMENT = "autodiffusion-search"
-SEARCH_VERSION = 2  # 2: fitness through bench.evaluation (FixedReferenceFID), evaluations in the store
-FITNESSES = ("fid", "rfid", "mse")  # bench.evaluation.setting.FITNESS_KINDS
+SEARCH_VERSION = 2  # 2: fitness through the harness's evaluator (FixedReferenceFID), evaluations in the store
+FITNESSES = ("fid", "rfid", "mse")  # the fitness kinds of the harness's evaluation setting (tested equal)
 
 
 @dataclass(frozen=True)
@@ -60,34 +60,21 @@ def search_space(bundle, config: AutoDiffusionConfig) -> SearchSpace:
                        config.budget_layers, config.max_drop_fraction)
 
 
-def evaluation_setting(bundle, config: AutoDiffusionConfig, batch_size: int = 64, weights: str | None = None,
-                       threads: int | None = None):
-    """The :class:`~bench.evaluation.setting.EvaluationSetting` of ``config``'s fitness on ``bundle``."""
-    from bench.evaluation.setting import EvaluationSetting
-
-    return EvaluationSetting.for_images(config.search_images, config.search_seed_offset, model=bundle.name,
-                                        weights=weights, scheduler="ddim", grid_length=config.teacher_steps,
-                                        fitness=config.fitness, real=config.real,
-                                        batch_size=min(batch_size, config.search_images), threads=threads,
-                                        device=str(bundle.device))
+Fitness = Callable[[Candidate], float]
+FitnessFactory = Callable[[object, AutoDiffusionConfig, object], ContextManager[Fitness]]
 
 
-def search(bundle, config: AutoDiffusionConfig, store=None, batch_size: int = 64, progress: bool = True,
-           cache_dir=None, fitness: Callable[[Candidate], float] | None = None, executor: str = "local",
-           checkpoint=None, weights: str | None = None, **executor_kwargs) -> SearchResult:
-    """Run the two-stage search on ``bundle``.  Fitness: ``config.fitness`` through ``bench.evaluation`` on
-    ``executor`` (``local`` | ``ray``), every evaluation committed to ``store`` (a results store; a rerun replays
-    against it), unless ``fitness`` (any ``candidate -> float``, lower is better) is given.  ``checkpoint``: the
-    evolution's own JSON checkpoint (optional)."""
-    from .evaluation import stored_evaluation
-
+def search(bundle, config: AutoDiffusionConfig, fitness: Fitness | None = None, checkpoint=None,
+           progress: bool = True) -> SearchResult:
+    """Run the two-stage search on ``bundle`` with ``fitness`` (any ``candidate -> float``, lower is better;
+    ``fitness.many(candidates)`` evaluates a batch when it has it).  ``checkpoint``: the evolution's own JSON
+    checkpoint (optional).  The harness runs it with its stored fitness (``Context.search_fitness``)."""
     config.validate()
     space = search_space(bundle, config)
-    if fitness is not None:
-        return Evolution(space, fitness, config.evolution, checkpoint, progress).run()
-    setting = evaluation_setting(bundle, config, batch_size, weights)
-    with stored_evaluation(setting, store, executor, cache_dir=cache_dir, **executor_kwargs) as ev:
-        return Evolution(space, ev, config.evolution, checkpoint, progress).run()
+    if fitness is None:
+        raise UserError("AutoDiffusion's search needs a fitness (candidate -> float): build the autodiffusion "
+                        "experiment with the harness's context, which lends its stored fitness")
+    return Evolution(space, fitness, config.evolution, checkpoint, progress).run()
 
 
 def search_key(bundle, config: AutoDiffusionConfig) -> str:
@@ -97,21 +84,30 @@ def search_key(bundle, config: AutoDiffusionConfig) -> str:
     return f"{SEARCH_EXPERIMENT}:{bundle.name}:K{config.k}:{stable_hash(json.loads(json.dumps(ident)))}"
 
 
-def searched_candidate(bundle, config: AutoDiffusionConfig, store=None, cache_dir=None, progress: bool = True,
-                       batch_size: int = 256, executor: str = "local", weights: str | None = None) -> Candidate:
-    """The best candidate of ``config``'s search: from ``store`` when stored, else searched (every evaluation
-    committed to ``store``, so a killed search resumes) and stored."""
-    key = search_key(bundle, config)
-    if store is not None and store.has(key):
-        rows = store.get(key)
-        return Candidate.from_key(rows[0]["extra"]["candidate"])
-    result = search(bundle, config, store, batch_size, progress, cache_dir, executor=executor, weights=weights)
-    if store is not None:
-        extra = {"candidate": result.best.key(), "history": result.history, "config": asdict(config)}
-        store.put(key, [{"experiment": SEARCH_EXPERIMENT, "method": f"autodiffusion-K{config.k}", "model": bundle.name,
-                         "weights": bundle.weights_id, "metric": f"search_{config.fitness}", "value": result.fitness,
-                         "n_images": config.search_images, "extra": extra},
-                        {"experiment": SEARCH_EXPERIMENT, "method": f"autodiffusion-K{config.k}", "model": bundle.name,
-                         "weights": bundle.weights_id, "metric": "search_evaluations", "value": result.evaluations,
-                         "n_images": config.search_images, "extra": extra}])
-    return result.best
+def _result_rows(bundle, config: AutoDiffusionConfig, result: SearchResult) -> list[dict]:
+    extra = {"candidate": result.best.key(), "history": result.history, "config": asdict(config)}
+    common = {"experiment": SEARCH_EXPERIMENT, "method": f"autodiffusion-K{config.k}", "model": bundle.name,
+              "weights": bundle.weights_id, "n_images": config.search_images, "extra": extra}
+    return [{**common, "metric": f"search_{config.fitness}", "value": result.fitness},
+            {**common, "metric": "search_evaluations", "value": result.evaluations}]
+
+
+def searched_candidate(bundle, config: AutoDiffusionConfig, store=None, fitness: FitnessFactory | None = None,
+                       progress: bool = True) -> Candidate:
+    """The best candidate of ``config``'s search: from ``store`` when stored, else searched with the fitness
+    ``fitness(bundle, config, store)`` lends (a context manager; the harness's commits every evaluation to
+    ``store``, so a killed search resumes) and stored."""
+    def compute() -> list[dict]:
+        if fitness is None:
+            from ..run import MissingInput
+
+            raise MissingInput(f"AutoDiffusion K={config.k}: its search is not stored and no fitness was given to "
+                               "run it", "flexbench run autodiffusion ... (searches it)")
+        with fitness(bundle, config, store) as f:
+            return _result_rows(bundle, config, search(bundle, config, f, progress=progress))
+
+    if store is None:
+        rows = compute()
+    else:
+        rows = store.get_or_put(search_key(bundle, config), compute)[0].rows
+    return Candidate.from_key(rows[0]["extra"]["candidate"])

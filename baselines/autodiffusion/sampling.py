@@ -54,12 +54,17 @@ def dropping(unet, candidate: Candidate):
         remove_layer_drop(unet)
 
 
+def candidate_plan(c: Candidate) -> Plan:
+    """The plan a candidate runs: K full steps (on :func:`subset_scheduler` of its timesteps)."""
+    return Plan.full(len(c.timesteps), name=f"autodiffusion[{c.key()}]")
+
+
 def generate_candidate(bundle, candidate: Candidate, seeds, batch_size: int = 64, progress: bool = False,
                        **kwargs) -> torch.Tensor:
     """uint8 images of ``candidate`` for ``seeds`` (bench.generate with the subset scheduler and the drop hook)."""
     from bench.generate import generate_images
 
     with dropping(bundle.unet, candidate):
-        return generate_images(bundle, Plan.full(len(candidate.timesteps), name="autodiffusion"), seeds,
+        return generate_images(bundle, candidate_plan(candidate), seeds,
                                scheduler=subset_scheduler(candidate.timesteps), batch_size=batch_size,
                                progress=progress, **kwargs)

@@ -6,8 +6,8 @@ ramp_epochs`` per epoch.  Every epoch: top-k selection by fitness (lower is bett
 parents, ``crossover`` crossovers of random parent pairs, random candidates to fill the population; visited
 candidates are rejected.  The initial population: DDIM's uniform schedule, mutants of it and random candidates.
 
-Resume, two ways: (1) with a store-backed fitness (:class:`~baselines.autodiffusion.evaluation.StoredEvaluation`,
-the default of :func:`baselines.autodiffusion.method.search`) every evaluation is committed to the results store
+Resume, two ways: (1) with a store-backed fitness (the harness's stored evaluation, which the registry's context
+lends :func:`baselines.autodiffusion.method.search`) every evaluation is committed to the results store
 and a rerun replays the seeded choices against it (no checkpoint needed); (2) with ``checkpoint``: after every evaluation the state (population and RNG state at the start of the epoch, every fitness so far)
 is written atomically to ``checkpoint``; a restarted search replays the epoch from that state, takes the stored
 fitness of candidates already evaluated, and so ends with exactly the result of an uninterrupted run.

@@ -25,8 +25,7 @@ def run_ablation(args) -> int:
     config = ablation.AblationConfig(args.preset, args.candidates, ks, args.reference_images, args.seed,
                                      args.first_seed)
     preset = get_preset(args.preset)
-    args.layout = getattr(args, "layout", "tile")
-    space, _, _ = space_of(args, preset)
+    space, _, _ = space_of(preset)
     check_store_file(args.store)
     out = Path(args.out or Path("runs") / "ablation" / f"{preset.name}-s{config.seed}")
     setting = EvaluationSetting.for_images(config.n_sampled, config.first_seed, model=preset.model,
@@ -45,13 +44,9 @@ def run_ablation(args) -> int:
         finally:
             bar.close()
         summary = ablation.summarize(records, config)
-        base = {"model": source.row_fields["model"], "weights": source.row_fields["weights"],
-                "scheduler": preset.scheduler, "grid": space.grid, "device": args.device,
+        base = {**source.row_fields, "scheduler": preset.scheduler, "grid": space.grid,
                 "seeds": f"{config.first_seed}-{config.first_seed + config.n_sampled - 1}"}
-        from bench.cache import stable_hash
-
-        key = f"ablation-summary/{source.key}/{stable_hash([r['digest'] for r in records] + list(config.ks))}"
-        store.put(key, ablation.summary_rows(summary, config, base))
+        ablation.store_summary(store, summary, config, records, source, base)
     out.mkdir(parents=True, exist_ok=True)
     df = ablation.frame(summary)
     df.to_csv(out / "tau.csv", index=False)
@@ -62,7 +57,11 @@ def run_ablation(args) -> int:
     print(f"reference: FID of {config.n_reference} generated images vs all real digits; its own noise: tau "
           f"{noise['kendall_tau']:.3f} (p {noise['p_value']:.2g}) between its two disjoint {config.n_reference // 2}"
           "-image halves")
-    print(df.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    from bench.results import fmt
+
+    # the cells of `flexbench experiment table4 / table9`, formatted as there (bench.results)
+    print(df.to_string(index=False, formatters={c: (lambda v, m=m: fmt(m, v) or "n/a") for c, m in
+                                                ablation.SUMMARY_METRICS.items() if c in df.columns}))
     print(f"wrote {out / 'tau.csv'}, {out / 'tau_vs_k.png'}, {out / 'summary.json'}")
     return 0
 

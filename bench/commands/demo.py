@@ -3,7 +3,7 @@
 Four rows on the embedded digits model, the same seeds: the 100-step DDIM teacher, DeepCache (uniform: a full
 step every ``--interval`` steps, partial steps at ``--branch`` in between), Flexiffusion (the best plan of a short
 search, preset ``embedded-demo``: 50 % of the teacher's MACs) and AutoDiffusion at a small budget (K steps and
-its own short evolutionary search).  The search runs first, through ``flexbench search``; then the rows are
+its own short evolutionary search).  The search runs first, in-process (bench.search.session, what ``flexbench search`` runs); then the rows are
 measured through the experiments runner (bench.experiments.runner.fill: NFE, avg MACs, speed-up, latency, FID /
 rFID with bootstrap intervals, IS, precision, recall), two pairs get a paired bootstrap of their FID difference,
 and the table, Pareto plots, schedule strips and a sample grid (teacher vs each method, same seeds) are written as
@@ -21,19 +21,16 @@ COLUMNS = ["nfe", "avg_macs_paper_g", "speedup_paper", "latency_s_per_image", "f
 LABELS = ("teacher (DDIM 100)", "DeepCache", "Flexiffusion", "AutoDiffusion")
 
 
-def _search_args(args) -> list[str]:
-    """``flexbench search`` arguments of the demo's short search (the preset's settings unless overridden)."""
+def _search_request(args, store_path, cache):
+    """The demo's short search (the preset's settings unless overridden) as a library request."""
     from bench.cache import stable_hash
+    from bench.search.session import SearchRequest
 
     over = {k: getattr(args, f"search_{k}") for k in ("images", "iterations", "initial")}
     over = {k: v for k, v in over.items() if v is not None}
     name = f"{PRESET}-tile-s0" + (f"-{stable_hash(over)[:8]}" if over else "")
-    out = ["search", "--preset", PRESET, "--seed", "0", "--name", name]
-    for k, v in over.items():
-        out += [f"--{k}", str(v)]
-    if args.threads is not None:
-        out += ["--threads", str(args.threads)]
-    return out
+    return SearchRequest(PRESET, seed=0, name=name, store=str(store_path), out=str(cache / "demo-search" / name),
+                         threads=args.threads, cache_dir=args.cache_dir, **over)
 
 
 def _spec(args):
@@ -74,30 +71,33 @@ def _check(args) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from tqdm.auto import tqdm
+
     from flexiffusion.threads import num_threads
 
     from bench.cache import cache_dir
-    from bench.experiments.runner import Options, fill, prepared_rows
+    from bench.experiments.runner import Options, fill, validate_rows
     from bench.models import load_model
+    from bench.search.session import prepare, run_prepared
     from bench.store import ResultStore
 
     _check(args)
     spec = _spec(args)
     bundle = load_model("embedded", device=args.device)
-    for _, exp, _, _ in prepared_rows(spec, "embedded"):   # every row checked before anything runs or is written
-        if exp is not None:
-            exp.validate(bundle)                                 # a branch out of range, K, ...
+    validate_rows(spec, "embedded", bundle)   # every row checked before anything runs or is written
     store_path = Path(args.store or cache_dir(args.cache_dir) / "results.sqlite")
-    search = _search_args(args)
-    name = search[search.index("--name") + 1]
-    search += ["--store", str(store_path), "--out", str(cache_dir(args.cache_dir) / "demo-search" / name)]
-    if args.cache_dir:
-        search += ["--cache-dir", str(args.cache_dir)]
-    print(f"1/3 Flexiffusion search ({PRESET}; a rerun replays it from the store): flexbench {' '.join(search)}")
-    _search(search)
+    search = prepare(_search_request(args, store_path, cache_dir(args.cache_dir)))
+    print(f"1/3 Flexiffusion search ({PRESET}; a rerun replays it from the store): {search.describe()}")
+    bar = tqdm(total=search.run.config.iterations + 1, desc="search", unit="it")
+    try:
+        result, _, fitness = run_prepared(search, lambda stats, fitness: bar.update(1))
+    finally:
+        bar.close()
+    print(f"  best: rFID {result.best.fitness:.5g}, NFE {result.best.plan.nfe}; evaluations: {fitness.done} new, "
+          f"{fitness.cached} read from the store")
     runs: dict = {}
     options = Options("embedded", images=args.n, bootstrap=args.bootstrap, cache_dir=args.cache_dir,
-                      device=args.device, searches={PRESET: name}, runs=runs, bundle=bundle)
+                      device=args.device, searches={PRESET: search.name}, runs=runs, bundle=bundle)
     print(f"2/3 rows at {args.n} images each (seeds 0-{args.n - 1}); results store {store_path}")
     with num_threads(args.threads), ResultStore(store_path) as store:
         cells, comparisons = fill(spec, store, options)
@@ -106,17 +106,6 @@ def run(args) -> int:
         print("3/3 report: sampling the grid's 8 images per row")
         _print_and_report(args, spec, cells, comparisons, store, bundle, runs)
     return 0
-
-
-def _search(argv: list[str]) -> None:
-    """Run ``flexbench search ARGV`` (its parser, its progress bar; UserError propagates)."""
-    import argparse
-
-    from . import search
-
-    parser = argparse.ArgumentParser(prog="flexbench")
-    search.register(parser.add_subparsers())
-    search.run_search(parser.parse_args(argv))
 
 
 def _grid(bundle, runs: dict, seeds) -> dict:
@@ -131,39 +120,35 @@ def _grid(bundle, runs: dict, seeds) -> dict:
 
 
 def _print_and_report(args, spec, cells, comparisons, store, bundle, runs) -> None:
-    import json
     import tempfile
     from pathlib import Path
 
     from flexiffusion.io import atomic_write_json
     from reports import figures_samples, html
-    from reports.experiment import collect, render
+    from reports.experiment import render
 
-    df, raw, prov, notes, _ = collect(spec, cells, store)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = render(spec, "embedded", cells, comparisons, store, tmp)
-        lines = (folder / "table.md").read_text()
+        done = render(spec, "embedded", cells, comparisons, store, tmp)
         print()
         print(f"embedded digits model, {STEPS}-step DDIM teacher, {args.n} images per row (seeds 0-{args.n - 1}); "
               "MACs: paper convention (U-Net only, batch 1, attention matmuls not counted)")
-        print(lines)
+        print(done.markdown)
         if args.out:
-            out = atomic_write_json(args.out, {"rows": [{"label": label, **{k: (None if v != v else v) for k, v in
-                                                                           values.items()}}
-                                                        for label, values in raw.to_dict(orient="index").items()],
-                                               "comparisons": json.loads((folder / "provenance.json").read_text())
-                                               ["comparisons"]}, sort_keys=False, default=str)
+            rows = [{"label": label, **{k: (None if v != v else v) for k, v in values.items()}}
+                    for label, values in done.raw.to_dict(orient="index").items()]
+            out = atomic_write_json(args.out, {"rows": rows, "comparisons": done.comparisons}, sort_keys=False,
+                                    default=str)
             print(f"wrote {out}")
         if not args.report:
             return
         seeds = list(range(min(8, args.n)))
         grid = figures_samples.sample_grid(_grid(bundle, runs, seeds), Path(tmp) / "samples.png", seeds=seeds)
-        manifest = json.loads((folder / "manifest.json").read_text())
-        figures = [html.Figure(f["title"], folder / f["file"]) for f in manifest["files"] if f["file"].endswith(".png")]
-        table = html.Table.from_dataframe("results", df.rename_axis("row"), [
-            {k: v for k, v in p.items() if k in ("label", "status", "keys", "command", "note")} for p in prov],
-            note=f"{args.n} images per row; " + " ".join(ln for ln in lines.splitlines()
-                                                       if ln and not ln.startswith("|") and not ln.startswith("#")))
+        figures = [html.Figure(f["title"], done.folder / f["file"]) for f in done.files if f["file"].endswith(".png")]
+        notes = " ".join(ln for ln in done.markdown.splitlines()
+                         if ln and not ln.startswith("|") and not ln.startswith("#"))
+        table = html.Table.from_dataframe("results", done.table.rename_axis("row"), [
+            {k: v for k, v in p.items() if k in ("label", "status", "keys", "command", "note")}
+            for p in done.provenance], note=f"{args.n} images per row; {notes}")
         report = html.Report(spec.title, [table, html.Figure("samples (teacher vs each method, same seeds)", grid),
                                           *figures],
                              intro="The main job of flexiffusion-bench (flexbench demo): every number from the "

@@ -75,11 +75,11 @@ def run(args) -> int:
     t0 = time.perf_counter()
     with ResultStore(args.store) as store, num_threads(args.threads):
         cells, comparisons = fill(spec, store, opts)
-        out = render(spec, model, cells, comparisons, store, args.out)
-    print((out / "table.md").read_text())
+        rendered = render(spec, model, cells, comparisons, store, args.out)
+    print(rendered.markdown)
     counts = {s: sum(c.status == s for c in cells) for s in sorted({c.status for c in cells})}
     print(f"{spec.name} on {model}: {', '.join(f'{n} {s}' for s, n in counts.items())}; "
-          f"{time.perf_counter() - t0:.1f} s; written to {out}")
+          f"{time.perf_counter() - t0:.1f} s; written to {rendered.folder}")
     return 0
 
 

@@ -2,9 +2,9 @@
 through the common harness (bench.rows) into the results store; ``flexbench baselines-table``: the paper's Table 2
 columns for every baseline (baselines.table2), as markdown from the store.
 
-Method options: the convenience flags (``--steps``, ``--order``, ``--interval`` ...) and ``--set KEY=VALUE``
-(dotted for nested fields, e.g. ``--set evolution.epochs=4``) fill the method's config dataclass; a flag the method
-has no field for is an error.  ``--experiment FILE`` runs a JSON experiment (or a list of them) instead:
+Method options: the convenience flags (``--steps``, ``--order``, ``--interval`` ..., ``--search NAME`` / ``--preset``
+for ``flexiffusion``: a stored search's best plan) and ``--set KEY=VALUE`` (dotted for nested fields, e.g.
+``--set evolution.epochs=4``) fill the method's config dataclass; a flag the method has no field for is an error.  ``--experiment FILE`` runs a JSON experiment (or a list of them) instead:
 ``{"method": "deepcache", "config": {"interval": 5, "branch": 3}, "tome": null}``.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .sample import add_model_arguments, resolve_device
 DEFAULT_STORE = "runs/results.sqlite"
 CONFIG_FLAGS = (("steps", int), ("order", int), ("interval", int), ("branch", int), ("form", str),
                 ("center", int), ("pow", float), ("scheduler", str), ("k", int), ("budget_layers", int),
-                ("fitness", str))
+                ("fitness", str), ("search", str), ("preset", str))
 
 
 def _value(text: str):
@@ -103,19 +103,35 @@ def experiments_from_args(args) -> list:
     return [Experiment.from_dict({"method": args.method, "config": config_dict(args), "tome": tome})]
 
 
+def _resolved(experiments, path) -> list:
+    """The experiments completed from the store at ``path`` read only (a ``flexiffusion`` row's stored search; a
+    search that is not stored is one line naming it and the stored ones): nothing is created or written."""
+    import contextlib
+
+    from bench.experiments.searched import stored_search
+    from bench.store import ResultStore
+    from baselines.registry import Context
+
+    store = ResultStore(path, migrate_to=0) if Path(path).is_file() else None
+    with store or contextlib.nullcontext():
+        ctx = Context(store, stored_search=stored_search(store))
+        return [e.resolve(ctx) for e in experiments]
+
+
 def measure_experiments(bundle, experiments, setting, args, stored_only: bool = False):
     """Validate all, then open the store, build and measure each: ``[(record, reused)]`` (``stored_only``: only
     the experiments already in the store, nothing measured)."""
-    from baselines.registry import Context
+    from bench.experiments.searched import method_context
     from bench.rows import as_record, measure
     from bench.store import ResultStore
     from flexiffusion.threads import num_threads
 
+    experiments = _resolved(experiments, args.store)
     for e in experiments:  # every bad input fails here, before anything is computed or written
         e.validate(bundle)
     out = []
     with num_threads(args.threads), ResultStore(args.store) as store:
-        ctx = Context(store, args.cache_dir, progress=not args.quiet)
+        ctx = method_context(store, args.cache_dir, progress=not args.quiet)
         for e in tqdm(experiments, desc="rows", unit="row", disable=args.quiet or len(experiments) == 1):
             if stored_only and not _stored(e, bundle, store, setting):
                 continue
@@ -126,14 +142,17 @@ def measure_experiments(bundle, experiments, setting, args, stored_only: bool = 
 
 
 def _stored(experiment, bundle, store, setting) -> bool:
-    """Whether the experiment's row is in the store (an AutoDiffusion row needs its stored search first)."""
-    from baselines.autodiffusion.method import search_key
-    from baselines.registry import Context
+    """Whether the experiment's row is in the store (built without a search fitness: a method whose search is not
+    stored yet raises :class:`~baselines.registry.MissingInput` and is not)."""
+    from baselines.registry import Context, MissingInput
+    from bench.experiments.searched import stored_search
     from bench.rows import row_key
 
-    if experiment.method == "autodiffusion" and not store.has(search_key(bundle, experiment.config)):
+    try:
+        run = experiment.build(bundle, Context(store, progress=False, stored_search=stored_search(store)))
+    except MissingInput:
         return False
-    return store.has(row_key(bundle, experiment.build(bundle, Context(store, progress=False)), setting))
+    return store.has(row_key(bundle, run, setting))
 
 
 def _load(args):

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from flexiffusion.errors import UserError
-from bench.search.setup import G, _ints, search_config as _config, space_of
+from bench.search.setup import G, _ints, space_of
 from flexiffusion.search.space import LAYOUTS, count_under_budget
 
 
@@ -17,7 +17,8 @@ def run_space(args) -> int:
     from bench.search.presets import get_preset
 
     preset = get_preset(args.preset)
-    space, cost, budget = space_of(args, preset)
+    space, cost, budget = space_of(preset, layout=args.layout, segments=args.segments, branches=args.branches,
+                                   intervals=args.intervals, budget_g=args.budget, model=args.model)
     macs = cost.step_macs
     lo, hi = (space.avg_macs(c, macs) for c in (space.cheapest(macs), space.dearest(macs)))
     under = count_under_budget(space, macs, budget)
@@ -40,67 +41,34 @@ def run_space(args) -> int:
     return 0
 
 
-def _setting(args, preset, space):
-    from bench.evaluation.setting import EvaluationSetting, ExecutionMode
-    from bench.models import load_model
-    from bench.search.setup import text_condition
-
-    images = args.images if args.images is not None else preset.images
-    bundle = load_model(preset.model, args.weights)  # its conditioning decides on prompts and guidance
-    prompts, guidance = text_condition(bundle, images, args.prompts, args.guidance)
-    return EvaluationSetting.for_images(
-        images, args.first_seed, model=preset.model, weights=args.weights, scheduler=preset.scheduler,
-        grid_length=space.grid, prompts=prompts, guidance=guidance, fitness=args.fitness,
-        batch_size=args.batch_size, device=args.device,
-        threads=args.threads, mode=ExecutionMode(args.compile, args.channels_last, args.dtype))
-
-
 def run_search(args) -> int:
     from tqdm.auto import tqdm
 
-    from bench.search import driver
-    from bench.search.fitness import evaluator_backend
-    from bench.search.presets import get_preset
+    from bench.search.session import SearchRequest, prepare, run_prepared
 
-    preset = get_preset(args.preset)
-    space, cost, budget = space_of(args, preset)
-    config = _config(args, preset)
-    driver.check_budget(space, cost.step_macs, budget)
-    driver.check_store_file(args.store)
-    name = args.name or f"{preset.name}-{space.layout}-s{config.seed}"
-    out = Path(args.out or Path("runs") / "search" / name)
-    setting = _setting(args, preset, space)
-    backend = evaluator_backend(setting, space, executor=args.executor, cache_dir=args.cache_dir,
-                                actors=args.actors, address=args.address)
-    run = driver.SearchRun(name, space, budget, config, cost.step_macs, backend, preset.name)
-    driver.check_store(args.store, run)
-    print(f"search {name}: {space.count():.3e} candidates, budget {budget / G:.4g} G avg MACs "
-          f"({100 * budget / cost.full_macs:.1f} % of the teacher), {setting.n_images} images per candidate "
-          f"({setting.fitness}), {config.iterations} iterations; store {args.store}")
+    p = prepare(SearchRequest.from_namespace(args))
+    print(p.describe())
     print("teacher: sampling or reading its images and statistics ...")
-    backend.prepare()
-    bar = tqdm(total=config.iterations + 1, desc="search", unit="it")
-
+    full = p.cost.full_macs
+    bar = tqdm(total=p.run.config.iterations + 1, desc="search", unit="it")
     best = {"best": "-"}
 
-    def progress(stats, fitness):
+    def iteration(stats, fitness):
         bar.update(1)
         best.update(it=stats["iteration"], best=f"{stats['best_fitness']:.4g}",
-                    macs=f"{100 * stats['best_avg_macs'] / cost.full_macs:.1f}%")
+                    macs=f"{100 * stats['best_avg_macs'] / full:.1f}%")
         evaluation(fitness)
 
     def evaluation(fitness):
         bar.set_postfix(**best, evaluated=fitness.done, cached=fitness.cached)
 
     try:
-        result, summary, fitness = driver.run_search(run, args.store, out, progress, evaluation)
+        result, summary, fitness = run_prepared(p, iteration, evaluation)
     finally:
         bar.close()
-        backend.close()
-    best = result.best
-    print(f"best: {setting.fitness} {best.fitness:.5g}, avg MACs {best.avg_macs / G:.4g} G "
-          f"({100 * best.avg_macs / cost.full_macs:.1f} % of the teacher), NFE {best.plan.nfe}, "
-          f"candidate {best.candidate.key()}")
+    top, out = result.best, p.out
+    print(f"best: {p.setting.fitness} {top.fitness:.5g}, avg MACs {top.avg_macs / G:.4g} G "
+          f"({100 * top.avg_macs / full:.1f} % of the teacher), NFE {top.plan.nfe}, candidate {top.candidate.key()}")
     print(f"evaluations: {fitness.done} new, {fitness.cached} read from the store; {len(result.evaluated)} distinct; "
           f"Pareto set of {len(summary['pareto'])}; wrote {out / 'best.json'}, {out / 'pareto'}, "
           f"{out / 'summary.json'}")

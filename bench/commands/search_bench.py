@@ -1,4 +1,4 @@
-"""``flexbench search-bench``: the naive-vs-fast search benchmark (see :mod:`bench.evaluation.benchmark`).
+"""``flexbench search-bench``: the naive-vs-fast search benchmark (see :mod:`bench.search.benchmark`).
 
     flexbench search-bench --preset embedded-50 --images 64 --iterations 10 --options channels_last,bf16,compile
 """
@@ -10,7 +10,7 @@ from flexiffusion.errors import UserError
 
 
 def run(args) -> int:
-    from bench.evaluation.benchmark import BenchCase, format_report, run_benchmark
+    from bench.search.benchmark import BenchCase, format_report, run_benchmark
     from flexiffusion.io import atomic_write_json
 
     counts = ("n_m", "initial", "parents", "children", "population")

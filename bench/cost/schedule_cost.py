@@ -24,6 +24,14 @@ from .macs import preset_table
 from .table import MacsTable
 
 
+def avg_macs(total_macs: float, teacher_evaluations: int) -> float:
+    """Flexiffusion's avg MACs, the one definition: total MACs / the teacher's evaluations on the same grid (the
+    steps of the base grid; a table row's ``teacher_steps``), so the teacher's avg MACs is one full step."""
+    if teacher_evaluations < 1:
+        raise UserError(f"avg MACs over {teacher_evaluations} teacher evaluations: the grid needs at least one step")
+    return total_macs / teacher_evaluations
+
+
 @dataclass(frozen=True)
 class PlanCost:
     """Cost of one plan on one model, in one MACs convention."""
@@ -38,7 +46,7 @@ class PlanCost:
 
     @property
     def avg_macs(self) -> float:
-        return self.total_macs / self.steps
+        return avg_macs(self.total_macs, self.steps)
 
     @property
     def avg_macs_g(self) -> float:
@@ -117,7 +125,7 @@ class CostModel:
         """Flexiffusion's avg MACs: total over the plan / number of steps of the base grid."""
         if not plan.steps:
             raise UserError("empty plan: a plan needs at least one step")
-        return self.total_macs(plan) / len(plan.steps)
+        return avg_macs(self.total_macs(plan), len(plan.steps))
 
     def speedup(self, plan: Plan) -> float:
         avg = self.avg_macs(plan)

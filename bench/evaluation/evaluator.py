@@ -3,7 +3,9 @@ data, or pixel MSE against the teacher (Table 4), for any :class:`~flexiffusion.
 
 An :class:`Evaluator` is built from a picklable :class:`~bench.evaluation.setting.EvaluationSetting`: it loads the
 model once, and the teacher (the all-full plan on the same grid, same seeds, same execution mode) or the real
-data's statistics once per setting (cached on disk by :class:`bench.quality.RelativeFID` / the feature cache).
+data's statistics once per setting (cached on disk by :class:`bench.quality.RelativeFID` / the feature cache; the
+teacher under the key table rows use too, so a search and a row on the same model, grid and seeds share it).
+Sampling runs through :func:`bench.generate.sample_batches`, the batched loop every plan's images come from.
 
 Stages per candidate: sampling -> features -> distance.  Sampling uses **prefix reuse**: before each full step of
 a candidate (a segment boundary) the sampler state of every batch is kept in a bounded :class:`StateStore`; a later
@@ -28,9 +30,7 @@ from typing import Callable, Sequence
 import torch
 
 from flexiffusion.errors import UserError
-from flexiffusion.sampler import sample
 from flexiffusion.schedule import FULL, PARTIAL, Plan
-from flexiffusion.seeds import noise_for_seeds
 from flexiffusion.threads import num_threads
 
 from . import execution
@@ -103,14 +103,22 @@ class Evaluator:
 
     # ---- reference (teacher or real data), once per setting ---------------------------------------------------
     def teacher(self):
-        """The :class:`bench.quality.RelativeFID` of this setting (teacher images and features cached on disk)."""
+        """The :class:`bench.quality.RelativeFID` of this setting (teacher images and features cached on disk).
+
+        Its key is the one teacher key of rows and searches (:meth:`TeacherSpec.of_bundle`): model, weights,
+        scheduler and its config, grid, seeds, guidance, prompts, and the execution mode unless it is the default
+        (eager fp32); not the batch size, threads, fitness or extractor (features are keyed by their extractor).
+        A table row on the same model, grid and seeds reads these images instead of sampling the teacher again."""
         if self._teacher is None:
-            from bench.cache import stable_hash
             from bench.quality.rfid import RelativeFID, TeacherSpec
 
+            from .setting import ExecutionMode
+
             s = self.setting
-            spec = TeacherSpec(s.model, self.key, s.scheduler, s.grid_length, s.seeds, s.guidance,
-                               extra={"setting": stable_hash(s.to_dict())})
+            mode = {} if s.mode == ExecutionMode() else {"mode": s.mode.label}
+            spec = TeacherSpec.of_bundle(self.bundle, s.seeds, s.grid_length, scheduler=s.scheduler,
+                                         guidance_scale=s.guidance, prompts=list(s.prompts) if s.prompts else None,
+                                         extra=mode)
             self._teacher = RelativeFID(lambda plan: self.images(plan, reuse=False)[0], spec, extractor=self.extractor,
                                         batch_size=s.batch_size, cache_dir=self.cache_dir)
         return self._teacher
@@ -147,10 +155,11 @@ class Evaluator:
     def images(self, plan: Plan, extras: PlanExtras | None = None, reuse: bool = True) -> tuple[torch.Tensor, dict]:
         """uint8 NCHW images of ``plan`` for the setting's seeds, and what it cost (``resumed_at``: steps taken from
         a stored state; ``unet_image_steps``: network evaluations x images actually run; ``io_s``: state store)."""
-        from bench.generate import attached, batch_condition, decode_uint8, scheduler_maker, step_kwargs
+        from bench.generate import decode_uint8, sample_batches, scheduler_maker
 
         s, bundle = self.setting, self.bundle
-        make = scheduler_maker(extras.scheduler if extras is not None and extras.scheduler else s.scheduler)
+        factory = extras.scheduler if extras is not None and extras.scheduler else s.scheduler
+        make = scheduler_maker(factory)
         if extras is None or extras.scheduler is None:
             plan.validate(None, s.grid_length)  # candidates and teacher share the base grid
         plan.validate(None, len(make(bundle.scheduler_config, len(plan)).timesteps))
@@ -159,44 +168,28 @@ class Evaluator:
         tokens = tuple(extras.tokens) if extras is not None and extras.tokens is not None else plan.tokens()
         if len(tokens) != len(plan):
             raise UserError(f"{len(tokens)} prefix tokens for a plan of {len(plan)} steps: give one per step")
-        starts = range(0, s.n_images, s.batch_size)
-        chunks = [s.seeds[lo:lo + s.batch_size] for lo in starts]
         t_io = time.perf_counter()
         start, states = (0, None) if store is None else store.lookup(
             scope, tokens, lambda k, kept: resume_needs(plan, k) <= kept)
-        io_s = time.perf_counter() - t_io
+        io = [time.perf_counter() - t_io]
         stops = boundaries(plan, start) if store is not None else [len(plan)]
         hook = extras.hook(bundle.unet) if extras is not None and extras.hook else contextlib.nullcontext()
         keep = self.cache_branches
-        work = 0
-        with num_threads(s.threads), hook, attached(bundle.unet) as engine, \
-                execution.autocast(s.mode, s.device):
-            plan.validate(engine.num_branches)
-            denoiser = bundle.denoiser(engine, s.guidance)
-            conds = [batch_condition(bundle, c, prompts=s.prompts_for(lo, lo + len(c)), guidance_scale=s.guidance)
-                     for lo, c in zip(starts, chunks)]
-            running = list(states) if states is not None else [None] * len(chunks)
-            dtype = next(bundle.unet.parameters()).dtype
-            prev = start
-            noises = [noise_for_seeds(c, bundle.sample_shape, device=bundle.device, dtype=dtype) for c in chunks]
-            # one scheduler per batch for the whole plan: a resume loads the state's scheduler data into it
-            scheds = [make(bundle.scheduler_config, len(plan), device=bundle.device) for _ in chunks]
-            kwargs = [step_kwargs(sched, chunk) for sched, chunk in zip(scheds, chunks)]
-            for stop in stops:
-                for i in range(len(chunks)):
-                    running[i] = sample(denoiser, scheds[i], plan, noises[i], conds[i], state=running[i], stop=stop,
-                                        cache_branches=keep, step_kwargs=kwargs[i])
-                work += sum(step.evaluates for step in plan.steps[prev:stop]) * s.n_images
-                prev = stop
-                if store is not None and stop < len(plan):
-                    t_io = time.perf_counter()
-                    kept = running[0].kept if keep else frozenset()  # without cache_branches: features dropped
-                    store.put((scope, tokens[:stop], kept),
-                              [st if keep else replace(st, cache=NO_CACHE) for st in running])
-                    io_s += time.perf_counter() - t_io
-        latents = torch.cat([st.latents.float().cpu() for st in running])
-        images = decode_uint8(bundle, latents, s.batch_size)
-        return images, {"resumed_at": start, "unet_image_steps": work, "io_s": io_s}
+
+        def put(stop, running):  # every batch at a segment boundary: keep the states for later prefixes
+            t_io = time.perf_counter()
+            kept = running[0].kept if keep else frozenset()  # without cache_branches: features dropped
+            store.put((scope, tokens[:stop], kept), [st if keep else replace(st, cache=NO_CACHE) for st in running])
+            io[0] += time.perf_counter() - t_io
+
+        with num_threads(s.threads), hook, execution.autocast(s.mode, s.device):
+            latents = sample_batches(bundle, plan, s.seeds, scheduler=factory, guidance_scale=s.guidance,
+                                     prompts=list(s.prompts) if s.prompts else None, batch_size=s.batch_size,
+                                     states=states, stops=stops, cache_branches=keep,
+                                     on_stop=put if store is not None else None)
+        work = sum(step.evaluates for step in plan.steps[start:]) * s.n_images
+        images = decode_uint8(bundle, latents.float(), s.batch_size)
+        return images, {"resumed_at": start, "unet_image_steps": work, "io_s": io[0]}
 
     # ---- fitness ----------------------------------------------------------------------------------------------
     def evaluate_one(self, plan: Plan, extras: PlanExtras | None = None, reuse: bool = True) -> dict:

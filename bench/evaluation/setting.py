@@ -87,6 +87,14 @@ class EvaluationSetting:
         """The prompts of images ``lo .. hi - 1`` (seed order), or None for a model without prompts."""
         return list(self.prompts[lo:hi]) if self.prompts else None
 
+    def provenance(self) -> dict:
+        """The ``device`` and ``threads`` columns of results measured under this setting: its device and thread
+        count (``threads`` None: the count torch runs with in this process now, which the evaluation then uses)."""
+        import torch
+
+        return {"device": self.device,
+                "threads": int(self.threads) if self.threads is not None else torch.get_num_threads()}
+
     def to_dict(self) -> dict:
         d = asdict(self)
         if not d["prompts"]:
@@ -106,17 +114,11 @@ class EvaluationSetting:
 
 @functools.lru_cache(maxsize=None)
 def weights_identity(model: str, weights: str | None) -> str:
-    """The weights' identity: the embedded model's manifest digests, else the loaded U-Net's fingerprint."""
-    from bench.cache import module_fingerprint, stable_hash
+    """The weights' identity by model name and weights path: :func:`bench.models.weights_identity` (the one
+    definition) of the model as loaded, computed once per process."""
+    from bench.models import load_model, weights_identity as identity
 
-    if model == "embedded" and weights is None:
-        from bench.embedded.loader import read_manifest
-
-        return "embedded:" + stable_hash(read_manifest()["files"])
-    from bench.models import load_model
-
-    bundle = load_model(model, weights)
-    return f"{bundle.weights_id}:{module_fingerprint(bundle.unet, sample=4096)}"
+    return identity(load_model(model, weights))
 
 
 @functools.lru_cache(maxsize=None)

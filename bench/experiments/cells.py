@@ -3,7 +3,8 @@
 Statuses: ``measured`` / ``reused`` (quality and cost rows in the store), ``cost only`` (the model's weights are
 not here: MACs from the real architecture with random weights, quality cells say "needs weights"), ``search``
 (a Flexiffusion row: filled by a stored search), ``elsewhere`` (another command writes the rows), ``planned``
-(--dry-run)."""
+(--dry-run).  A cell filled by another command's rows (a ``filled_by`` table) is one group of them: ``where`` holds
+the store column values that pick the group's rows out of its keys' rows (bench/experiments/runner.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,10 +18,11 @@ class Cell:
     command: str = ""                            # the command that fills what is missing
     note: str = ""
     plan: list | None = None                     # step tokens (schedule strips)
+    where: dict = field(default_factory=dict)    # store column -> value: only these rows of ``keys`` fill it
 
     def to_dict(self) -> dict:
         return {"label": self.label, "status": self.status, "keys": self.keys, "command": self.command,
-                "note": self.note}
+                "note": self.note, **({"where": self.where} if self.where else {})}
 
 
 @dataclass

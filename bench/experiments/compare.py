@@ -1,8 +1,13 @@
 """A ``compare`` pair of an experiment: FID(a) - FID(b) with a paired bootstrap over images (both rows sampled from
-the same seeds; bench.quality.bootstrap.bootstrap_difference), stored as rows of experiment "comparison"."""
+the same seeds; bench.quality.bootstrap.bootstrap_difference), stored as rows of experiment "comparison" under
+``compare/<hash of both rows' keys and the bootstrap>``."""
 from __future__ import annotations
 
 from .cells import Comparison
+
+
+class _NoFeatures(Exception):
+    """A row's image features are not in the cache."""
 
 
 def compare_pair(a: str, b: str, cells: dict, store, options) -> Comparison:
@@ -10,6 +15,7 @@ def compare_pair(a: str, b: str, cells: dict, store, options) -> Comparison:
     from bench.quality import Extractor, FeatureSet
     from bench.quality.bootstrap import bootstrap_difference
     from bench.quality.sources import resolve_input
+    from bench.results import result_key
     from bench.rows import row_features
 
     ca, cb = cells.get(a), cells.get(b)
@@ -17,24 +23,29 @@ def compare_pair(a: str, b: str, cells: dict, store, options) -> Comparison:
     if missing:
         return Comparison(a, b, reason=f"no quality rows for {', '.join(missing)}")
     ka, kb = ca.keys[-1], cb.keys[-1]
-    key = f"compare:{a}:{b}:" + stable_hash({"a": ka, "b": kb, "b_boot": options.bootstrap, "interval": "normal"})
-    if store.has(key):
-        return Comparison(a, b, key)
-    fa, fb = row_features(ka, options.cache_dir), row_features(kb, options.cache_dir)
-    if fa is None or fb is None:
+    key = result_key("compare", stable_hash({"a": ka, "b": kb, "labels": [a, b], "b_boot": options.bootstrap,
+                                             "interval": "normal"}))
+
+    def rows() -> list[dict]:   # only when not stored: a stored comparison needs no features (a new cache)
+        fa, fb = row_features(ka, options.cache_dir), row_features(kb, options.cache_dir)
+        if fa is None or fb is None:
+            raise _NoFeatures
+        first = store.get(ka)[0]
+        setting = first["extra"]["setting"]
+        ex = Extractor(setting["extractor"])
+        real, label = resolve_input(setting["real"], "real")
+        ref = FeatureSet(real, ex, [ex.layer_for("fid")], source=label,
+                         cache=Cache(options.cache_dir)).features(ex.layer_for("fid"))
+        d = bootstrap_difference(fa, fb, ref, b=options.bootstrap)
+        common = {"experiment": "comparison", "method": f"{a} - {b}", "model": first["model"],
+                  "weights": first["weights"], "n_images": first["n_images"], "seeds": first["seeds"],
+                  "extra": {"a": ka, "b": kb, "b_resamples": d.b, "level": d.level, "paired": "same seeds",
+                            "interval": "normal", "significant": d.significant}}
+        return [{**common, "metric": m, "value": v} for m, v in
+                (("fid_diff", d.value), ("fid_diff_low", d.low), ("fid_diff_high", d.high), ("fid_diff_sd", d.sd))]
+
+    try:
+        store.get_or_put(key, rows)
+    except _NoFeatures:
         return Comparison(a, b, reason="image features of a row are not in the cache: remeasure it (new cache)")
-    first = store.get(ka)[0]
-    setting = first["extra"]["setting"]
-    ex = Extractor(setting["extractor"])
-    real, label = resolve_input(setting["real"], "real")
-    ref = FeatureSet(real, ex, [ex.layer_for("fid")], source=label,
-                     cache=Cache(options.cache_dir)).features(ex.layer_for("fid"))
-    d = bootstrap_difference(fa, fb, ref, b=options.bootstrap)
-    common = {"experiment": "comparison", "method": f"{a} - {b}", "model": first["model"],
-              "weights": first["weights"], "n_images": first["n_images"], "seeds": first["seeds"],
-              "extra": {"a": ka, "b": kb, "b_resamples": d.b, "level": d.level, "paired": "same seeds", "interval": "normal",
-                        "significant": d.significant}}
-    store.put(key, [{**common, "metric": m, "value": v} for m, v in
-                    (("fid_diff", d.value), ("fid_diff_low", d.low), ("fid_diff_high", d.high),
-                     ("fid_diff_sd", d.sd))])
     return Comparison(a, b, key)

@@ -1,9 +1,11 @@
 """Run an experiment's missing cells into the results store (reusing every result already there by key).
 
-Per row: its cost on the model's real architecture with random weights (always, bench.experiments.costs); its
-quality through the common row harness (bench.rows.measure, with a bootstrap spread over images) when the model's
-weights are here; Flexiffusion rows point at the search command that fills them.  Then the ``compare`` pairs get a
-paired bootstrap of their FID difference.  Everything is validated before the store is opened.
+Every row is a registry method (baselines.registry; a ``search`` row is the ``flexiffusion`` method: the best plan
+of a stored search), resolved against the store through the harness's context (bench.experiments.searched).  Per
+row: its cost on the model's real architecture with random weights (always, bench.experiments.costs); its quality
+through the common row harness (bench.rows.measure, with a bootstrap spread over images) when the model's weights
+are here; a row whose search is not stored yet points at the search command that fills it.  Then the ``compare``
+pairs get a paired bootstrap of their FID difference.  Everything is validated before the store is opened.
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ from flexiffusion.errors import UserError
 
 from .cells import Cell, Comparison
 from .models import fill_command, get_model
-from .plans import PLAN_METHODS, plan_for
 from .spec import ExperimentSpec
 
 
@@ -28,7 +29,7 @@ class Options:
     progress: bool = True
     device: str = "cpu"
     searches: dict = field(default_factory=dict)   # preset -> the search name its rows take (default: the newest)
-    runs: dict | None = None   # when a dict: filled with label -> bench.rows.Run of each measured row
+    runs: dict | None = None   # when a dict: filled with label -> baselines.run.Run of each measured row
     bundle: object = None      # the model, already loaded by the caller (the runs' hooks act on its U-Net)
 
 
@@ -40,34 +41,55 @@ def resolve_model(spec: ExperimentSpec, model: str | None) -> str:
     return model
 
 
-def _experiment(row):
+def _experiment(row, searches: dict):
+    """The registry experiment of a row (a ``search`` row: the ``flexiffusion`` method of its preset, taking the
+    search ``searches`` names for the preset, else the row's ``search_name``, else the preset's newest)."""
     from baselines.registry import Experiment
 
+    if row.search:
+        config = {"preset": row.search, "search": searches.get(row.search) or row.search_name,
+                  "search_args": row.search_args}
+        return Experiment.from_dict({"method": "flexiffusion", "config": config, "label": row.label})
     return Experiment.from_dict({"method": row.method, "config": row.config, "tome": row.tome, "label": row.label})
 
 
-def prepared_rows(spec: ExperimentSpec, model: str) -> list[tuple]:
-    """``(row, experiment or None, plan or None, scheduler)`` per row; every config checked (UserError)."""
+def prepared_rows(spec: ExperimentSpec, model: str, searches: dict | None = None) -> list[tuple]:
+    """``(row, experiment)`` per row of ``spec`` on ``model`` (a ``search`` row's preset and search arguments those
+    of the model; rows without a preset for the model drop out); every config and its plan checked (UserError).
+    ``searches``: preset -> the stored search its rows take."""
     from dataclasses import replace
+
+    from bench.search.presets import get_preset
 
     out = []
     for row in spec.rows:
         if row.search:
-            from bench.search.presets import get_preset
-
             preset = row.search.get(model) if isinstance(row.search, dict) else row.search
             if preset is None:
                 continue
             get_preset(preset)
             args = row.search_args.get(model, "") if isinstance(row.search_args, dict) else row.search_args
-            out.append((replace(row, search=preset, search_args=args), None, None, ""))
-        elif row.method in PLAN_METHODS:
-            out.append((row, None, plan_for(row.method, row.config, row.label), "ddim"))
-        else:
-            exp = _experiment(row)
-            plan, sched = (None, "ddim-subset") if exp.method == "autodiffusion" else exp.spec.plan(exp._config())
-            out.append((row, exp, plan, sched))
+            row = replace(row, search=preset, search_args=args)
+        exp = _experiment(row, searches or {})
+        exp.plan()   # a plan the config decides is checked now (a pattern's tokens, a DeepCache interval, ...)
+        out.append((row, exp))
     return out
+
+
+def validate_rows(spec: ExperimentSpec, model: str, bundle) -> None:
+    """Every row of ``spec`` checked against the loaded model (branches, grid, K, ...) before anything runs."""
+    for _, exp in prepared_rows(spec, model):
+        exp.validate(bundle)
+
+
+def _named_searches(store, searches: dict) -> None:
+    """A search the caller names (``Options.searches``) that the store does not hold is bad input (one line naming
+    it and the stored ones), before anything is written."""
+    from .searched import require_search
+
+    for name in searches.values():
+        if name:
+            require_search(store, name)
 
 
 def _setting(spec, options, bundle):
@@ -82,16 +104,10 @@ def _setting(spec, options, bundle):
                       guidance_scale=guidance)
 
 
-def _quality(spec, row, exp, plan, sched, bundle, store, options):
-    from baselines.registry import Context, plan_run, Experiment, StepsConfig
+def _quality(spec, row, exp, bundle, store, options, ctx):
     from bench.rows import measure, row_key
 
-    if exp is None:  # a pattern / random / searched plan on the DDIM grid
-        exp = Experiment("ddim", StepsConfig(len(plan)), label=row.label)
-        run = plan_run(exp, bundle, plan, sched)
-        run.method, run.config = row.method, {"plan-method": row.method, **row.config}
-    else:
-        run = exp.build(bundle, Context(store, options.cache_dir, options.progress))
+    run = exp.build(bundle, ctx)
     setting = _setting(spec, options, bundle)
     _, reused = measure(bundle, run, setting, store, options.cache_dir, options.progress, bootstrap=options.bootstrap)
     if options.runs is not None:
@@ -103,7 +119,7 @@ def fill(spec: ExperimentSpec, store, options: Options) -> tuple[list[Cell], lis
     """Fill the missing cells of ``spec`` on ``options.model``; ``store`` may be None only with dry_run."""
     model = resolve_model(spec, options.model)
     info = get_model(model)
-    prepared = prepared_rows(spec, model)
+    prepared = prepared_rows(spec, model, options.searches)
     have_weights = info.shipped or options.weights is not None
     command = fill_command(spec.name, model)
     cells: list[Cell] = []
@@ -115,58 +131,41 @@ def fill(spec: ExperimentSpec, store, options: Options) -> tuple[list[Cell], lis
     if spec.name == "fig4":
         return [_similarity_cell(spec, model, store, options, have_weights, command)], []
     if spec.filled_by and not spec.rows:
-        return _elsewhere(spec, store), []
-    from dataclasses import replace
+        return _elsewhere(spec, store, model), []
+    from baselines.registry import MissingInput
 
-    bundle = None
-    for row, exp, plan, sched in prepared:
-        if row.search:
-            from .searched import searched_plan
+    from .searched import method_context
 
-            found = searched_plan(store, row.search, options.searches.get(row.search) or row.search_name or None)
-            if found is None:
-                named = (f"{row.search_args} " if row.search_args else "") + (
-                    f"--name {row.search_name} " if row.search_name else "")
-                cells.append(Cell(row.label, "search", command=f"flexbench search --preset {row.search} --seed 0 "
-                                  f"{named}--store FILE, then this command again", note=row.note))
-                continue
-            plan, search_name = found
-            row = replace(row, method="searched", config={"search": search_name, "preset": row.search},
-                          note=row.note or f"best plan of search {search_name}")
-            sched = _searched_scheduler(row.search)
-        keys = []
+    _named_searches(store, options.searches)
+    ctx = method_context(store, options.cache_dir, options.progress)
+    bundle = options.bundle
+    for row, exp in prepared:
+        try:
+            exp = exp.resolve(ctx)          # a stored search's plan
+        except MissingInput as missing:     # not stored yet: the cell names the command that stores it
+            cells.append(Cell(row.label, "search", command=missing.command, note=row.note))
+            continue
+        note = row.note or exp.describe()
+        planned = exp.plan()                # None: decided on the model (AutoDiffusion's search)
+        tokens = planned[0].tokens() if planned is not None else None
         if options.dry_run:
             cells.append(Cell(row.label, "planned" if have_weights else "cost only", [], "" if have_weights
-                              else command, row.note, plan.tokens() if plan is not None else None))
+                              else command, note, tokens))
             continue
-        if plan is not None:
-            keys.append(_cost_key(store, info.cost_preset, plan, sched, row.label, spec.teacher_steps, model))
+        keys = [] if planned is None else [_cost_key(store, info.cost_preset, *planned, row.label,
+                                                     spec.teacher_steps, model)]
         if not have_weights:
-            cells.append(Cell(row.label, "cost only", keys, command, row.note, plan.tokens() if plan else None))
+            cells.append(Cell(row.label, "cost only", keys, command, note, tokens))
             continue
-        if bundle is None and options.bundle is not None:
-            bundle = options.bundle
         if bundle is None:
             from bench.models import load_model
 
             bundle = load_model(info.loader, options.weights, device=options.device)
-        key, reused, run_plan = _quality(spec, row, exp, plan, sched, bundle, store, options)
+        key, reused, run_plan = _quality(spec, row, exp, bundle, store, options, ctx)
         # the measured row last (compare pairs read it there; the report lets it override the architecture's cost
         # cell: its MACs are counted on the model as it ran, ToMe applied, its real context length)
-        cells.append(Cell(row.label, "reused" if reused else "measured", keys + [key], "", row.note,
-                          run_plan.tokens()))
+        cells.append(Cell(row.label, "reused" if reused else "measured", keys + [key], "", note, run_plan.tokens()))
     return cells, _compare(spec, cells, store, options)
-
-
-def _searched_scheduler(preset_name: str) -> str:
-    """The sampler a searched plan ran on in its search: the preset's teacher sampler (DDIM, PLMS)."""
-    from bench.search.presets import get_preset
-
-    preset = get_preset(preset_name)
-    if preset.solver != "ddim":
-        raise UserError(f"a searched row of preset {preset_name} runs on per-segment DPM-Solver orders, which the "
-                        "experiment runner does not apply yet: run its best.json with flexbench sample --plan")
-    return preset.scheduler
 
 
 def _cost_key(store, preset, plan, sched, label, teacher_steps, model):
@@ -181,12 +180,48 @@ def _branch_key(store, model):
     return branch_rows(store, get_model(model).cost_preset)
 
 
-def _elsewhere(spec, store) -> list[Cell]:
-    frame = store.frame(experiment=spec.name) if store is not None else None
+def _plain(value):
+    """A pandas cell as the store's own value (numpy int -> int, NaN -> None), for ``Cell.where``."""
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def _of_model(stored: str | None, model: str) -> bool:
+    """Whether a row's ``model`` column (a search's loader kind, an ablation's bundle name ``loader:folder``) is the
+    experiment model ``model``."""
+    loader = get_model(model).loader
+    return stored in (model, loader) or str(stored).split(":")[0] == loader
+
+
+def _elsewhere(spec, store, model: str) -> list[Cell]:
+    """A table filled by another command (``spec.filled_by``): one cell per ``group_by`` group of the store's rows of
+    experiment ``spec.source`` (default the spec's name) that match ``spec.where``; a table that does not show the
+    model (no ``model`` column, not grouped by it) takes only ``model``'s rows.  A cell's keys are in the order they
+    were written (a later result of the same group overrides an earlier one in the report) and its ``where`` picks
+    the group's rows out of them.  Before the writer ran: one cell naming the command that fills the table."""
+    frame = store.frame(experiment=spec.source or spec.name) if store is not None else None
+    if frame is not None:
+        for column, value in spec.where.items():
+            frame = frame[frame[column] == value]
+        if "model" not in spec.columns and "model" not in spec.group_by:
+            frame = frame[frame["model"].map(lambda m: _of_model(m, model))]
     if frame is None or frame.empty:
         return [Cell("(no rows yet)", "elsewhere", command=spec.filled_by)]
-    return [Cell(label, "reused", sorted(set(g["key"])), spec.filled_by) for label, g in frame.groupby("method",
-                                                                                                     sort=False)]
+    by = list(spec.group_by) or ["key"]
+    cells, seen = [], {}
+    for values, g in frame.groupby(by, sort=False, dropna=False):
+        values = values if isinstance(values, tuple) else (values,)
+        where = {**spec.where, **{c: _plain(v) for c, v in zip(by, values)}}
+        labels = {(x or {}).get("label") for x in g["extra"]} - {None, ""}
+        label = labels.pop() if len(labels) == 1 else ", ".join(str(v) for v in where.values())
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:
+            label = f"{label} ({seen[label]})"
+        cells.append(Cell(label, "reused", list(dict.fromkeys(g["key"])), spec.filled_by, where=where))
+    return cells
 
 
 def _similarity_cell(spec, model, store, options, have_weights, command) -> Cell:

@@ -4,8 +4,12 @@ field, a missing one or a value of the wrong type is one UserError line naming t
 Top level: ``title``, ``kind`` (table | figure), ``paper`` (what the paper's table/figure shows), ``models`` (the
 models it is for; the first is the default), ``columns`` (metrics, in order), ``images`` (default images per row), ``teacher_steps``
 (the DDIM teacher of rFID and the MACs speed-up),
-``plot`` (none | pareto | branches | similarity | quality-vs-branch | schedules), ``filled_by`` (a command of
-another part of the suite that writes this experiment's rows into the store, e.g. the rFID ablation), ``compare``
+``plot`` (none | pareto | branches | similarity | quality-vs-branch | schedules), ``layout`` (the table's shape:
+rows = one per row / cell, branches = one per model and cost convention with a column per branch, per-method = one
+per model and method), ``filled_by`` (a command of another part of the suite that writes this experiment's rows
+into the store, e.g. the rFID ablation) with ``source`` (the store ``experiment`` of those rows, default the spec's
+name), ``where`` (store column -> value: only those rows) and ``group_by`` (store columns: one table row per
+group), ``compare``
 (pairs of row labels whose FID difference gets a paired bootstrap), ``[[rows]]``: ``label``, ``method`` +
 ``config`` (+ ``tome``) from the baselines registry, or ``search`` (a Flexiffusion search preset, or a table model -> preset:
 the row is the stored search's best plan), ``note``.
@@ -25,6 +29,7 @@ from .models import MODELS
 
 KINDS = ("table", "figure")
 PLOTS = ("none", "pareto", "branches", "similarity", "quality-vs-branch", "schedules")
+LAYOUTS = ("rows", "branches", "per-method")
 SPEC_DIR = Path(str(resources.files("bench.experiments") / "specs"))
 
 
@@ -56,6 +61,8 @@ class ExperimentSpec:
     filled_by: str = ""
     source: str = ""               # the store's ``experiment`` whose rows fill a filled_by table (default: name)
     group_by: list = field(default_factory=list)   # store row columns splitting those rows into table rows
+    where: dict = field(default_factory=dict)      # store row column -> value: only those rows of ``source``
+    layout: str = "rows"
     compare: list = field(default_factory=list)
     path: str = ""
 
@@ -105,6 +112,8 @@ def parse(text: str, name: str, path: Path, check_command=None) -> ExperimentSpe
         raise UserError(f"{path}: kind = {spec.kind!r}: choose one of {', '.join(KINDS)}")
     if spec.plot not in PLOTS:
         raise UserError(f"{path}: plot = {spec.plot!r}: choose one of {', '.join(PLOTS)}")
+    if spec.layout not in LAYOUTS:
+        raise UserError(f"{path}: layout = {spec.layout!r}: choose one of {', '.join(LAYOUTS)}")
     bad = [m for m in spec.models if m not in MODELS]
     if bad or not spec.models:
         raise UserError(f"{path}: models = {spec.models!r}: each must be one of {', '.join(MODELS)}")
@@ -159,8 +168,13 @@ def _check_columns(spec: ExperimentSpec, path, check_command=None) -> None:
     for i, name in enumerate(spec.group_by):
         if name not in GROUP_COLUMNS:
             raise UserError(f"{path}: group_by[{i}] = {name!r}: choose store columns among {', '.join(GROUP_COLUMNS)}")
-    if spec.group_by and not spec.filled_by:
-        raise UserError(f"{path}: group_by needs filled_by (it splits the rows another command writes)")
+    for name, value in spec.where.items():
+        if name not in GROUP_COLUMNS or not isinstance(value, (str, int)):
+            raise UserError(f"{path}: where.{name} = {value!r}: choose store columns among {', '.join(GROUP_COLUMNS)}"
+                            " with a string or integer value")
+    if (spec.group_by or spec.where or spec.source) and not spec.filled_by:
+        raise UserError(f"{path}: source / where / group_by need filled_by (they select the rows another command "
+                        "writes)")
 
 
 def load_file(path, check_command=None) -> ExperimentSpec:

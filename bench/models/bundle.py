@@ -21,7 +21,8 @@ class ModelBundle:
     """Everything needed to sample a model with any plan.
 
     ``sample_shape`` is the (C, H, W) of what the sampler denoises (pixels or latents); ``decode`` maps it to
-    images in [-1, 1].  ``weights_id`` names the weights (used in cache keys and result rows).
+    images in [-1, 1].  ``weights_id`` names the weights (the ``weights`` column of result rows); what they *are*
+    (for cache and result keys) is :func:`weights_identity`.
     """
 
     name: str
@@ -49,3 +50,22 @@ class ModelBundle:
     @property
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
+
+
+FULL_HASH_MAX_PARAMS = 50_000_000  # up to this size a module's every value is hashed; above, a sample per tensor
+
+
+def weights_identity(bundle: ModelBundle) -> str:
+    """The identity of a bundle's weights, the one definition every key uses (rFID teacher, evaluation setting,
+    row): ``weights_id`` plus a hash of the state of every module that makes the images: the U-Net and the bundle's
+    other modules (``extras["modules"]``: text encoder, VAE / VQ decoder).  Modules up to ``FULL_HASH_MAX_PARAMS``
+    parameters are hashed value by value; bigger ones by the first and last 4096 values of each tensor (hashing
+    every byte of SD's 1 B parameters would cost seconds per run)."""
+    from bench.cache import module_fingerprint, stable_hash
+
+    parts = []
+    for module in [bundle.unet, *bundle.extras.get("modules", [])]:
+        n = sum(p.numel() for p in module.parameters())
+        sample = None if n <= FULL_HASH_MAX_PARAMS else 4096
+        parts.append(f"{type(module).__name__}:{module_fingerprint(module, sample=sample)}")
+    return f"{bundle.weights_id}:{stable_hash(parts)}"

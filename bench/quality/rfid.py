@@ -2,8 +2,9 @@
 
 The teacher is the unaccelerated model on the same base grid (the all-full plan, or a custom teacher plan).  It
 generates its images once per :class:`TeacherSpec` key (model, every weight, scheduler name and full config, grid
-length, teacher plan, seeds, guidance, condition, device, dtype, sample shape); images, features and FID statistics
-are cached on disk.  Image ``i`` of teacher and candidate comes from the same seed, so the image generator
+length, teacher plan, seeds, guidance, condition, device, dtype, sample shape; not the batch size, fitness or
+extractor); images, features (keyed by their extractor) and FID statistics are cached on disk, and table rows and
+searches build the same key (:meth:`TeacherSpec.of_bundle`), so they share one teacher.  Image ``i`` of teacher and candidate comes from the same seed, so the image generator
 (``plan -> uint8 NCHW images``) must close over the seeds of the spec; the real one, on a model bundle, is built by
 :func:`bench.evaluation.relative_fid` (this module does not import the generator: quality and generation are
 siblings).
@@ -16,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from bench.cache import Cache, module_fingerprint, stable_hash
+from bench.cache import Cache, stable_hash
 from flexiffusion.errors import UserError
 
 from .extractors import DEFAULT_EXTRACTOR, Extractor
@@ -64,14 +65,19 @@ class TeacherSpec:
 
     @classmethod
     def of_bundle(cls, bundle, seeds, grid_length: int, *, scheduler: str = "ddim", guidance_scale=None,
-                  prompts=None, labels=None, plan=None) -> "TeacherSpec":
-        """The spec of the teacher of a :class:`bench.models.ModelBundle` sampled by ``bench.generate``."""
+                  prompts=None, labels=None, plan=None, extra: dict | None = None) -> "TeacherSpec":
+        """The spec of the teacher of a :class:`bench.models.ModelBundle` sampled by ``bench.generate``: the one
+        teacher key of table rows and searches alike (no batch size, fitness or extractor in it).  ``extra``: what
+        else the images depend on (e.g. a non-default execution mode)."""
+        from bench.models import weights_identity
+
         extra = {"prompts": stable_hash(list(prompts)) if prompts is not None else None,
                  "labels": stable_hash([int(l) for l in labels]) if labels is not None else None,
-                 "conditioning": bundle.conditioning}
+                 "conditioning": bundle.conditioning, **(extra or {})}
         param = next(bundle.unet.parameters())
-        return cls(bundle.name, weights_fingerprint(bundle), scheduler, int(grid_length), tuple(seeds),
-                   guidance_scale, extra, scheduler_config=dict(bundle.scheduler_config),
+        guidance = None if guidance_scale is None else float(guidance_scale)
+        return cls(bundle.name, weights_identity(bundle), scheduler, int(grid_length), tuple(seeds),
+                   guidance, extra, scheduler_config=dict(bundle.scheduler_config),
                    plan=DEFAULT_PLAN if plan is None else plan.digest(), device=str(param.device),
                    dtype=str(param.dtype), sample_shape=tuple(bundle.sample_shape))
 
@@ -89,22 +95,6 @@ class TeacherSpec:
     @property
     def label(self) -> str:
         return f"teacher-{self.model_id}-{self.scheduler}{self.grid_length}-{self.n_images}"
-
-
-FULL_HASH_MAX_PARAMS = 50_000_000  # up to this size a module's every value is hashed; above, a sample per tensor
-
-
-def weights_fingerprint(bundle) -> str:
-    """``weights_id`` plus a hash of the state of every module that makes the images: the U-Net and the bundle's
-    other modules (``extras["modules"]``: text encoder, VAE / VQ decoder).  Modules up to ``FULL_HASH_MAX_PARAMS``
-    parameters are hashed value by value; bigger ones by the first and last 4096 values of each tensor (hashing
-    every byte of SD's 1 B parameters would cost seconds per run)."""
-    parts = []
-    for module in [bundle.unet, *bundle.extras.get("modules", [])]:
-        n = sum(p.numel() for p in module.parameters())
-        sample = None if n <= FULL_HASH_MAX_PARAMS else 4096
-        parts.append(f"{type(module).__name__}:{module_fingerprint(module, sample=sample)}")
-    return f"{bundle.weights_id}:{stable_hash(parts)}"
 
 
 def teacher_plan(grid_length: int):

@@ -12,10 +12,14 @@ the real set's size the real side stays the whole set, only the generated side g
 teacher.  The **reference ranking** is FID against the real data with ``reference_images`` generated images; its
 own noise is the Kendall tau between the reference rankings of the two disjoint halves of those images.
 
-Every candidate's values are committed to the results store as one result as soon as they are computed (key: the
-evaluation setting and the plan digest), so a killed run resumes with nothing done recomputed.  The summary rows
-(Kendall's tau by ``scipy.stats.kendalltau``, tau-b, with its p-value, and seconds per candidate) are stored with
-``experiment="table4"`` (every metric at every k) and ``experiment="table9"`` (rFID by image count).
+Every candidate's values are committed to the results store as one result as soon as they are computed (key
+``ablation/<evaluation setting>/real=<real data>/<plan digest>``), so a killed run resumes with nothing done
+recomputed.  The summary (Kendall's tau by ``scipy.stats.kendalltau``, tau-b, with its p-value, and seconds per
+candidate) is one result ``ablation-summary/<setting>/real=<real>/<hash of the candidates and the config>`` of
+experiment ``ablation-summary``: per metric (the row's ``method``: rfid / fid / mse) and image count k (its
+``n_images``) the metrics ``k_images``, ``s_per_candidate``, ``kendall_tau``, ``kendall_p``, ``reference_tau`` (the
+reference's own half-vs-half tau, the same in every row) and ``n_candidates``.  Tables 4 (every metric and k) and 9
+(rFID by k) render from those rows (bench/experiments/specs/table4.toml, table9.toml).
 """
 from __future__ import annotations
 
@@ -28,7 +32,10 @@ import numpy as np
 from flexiffusion.errors import UserError
 
 METRICS = ("rfid", "fid", "mse")
+NAMES = {"rfid": "rFID", "fid": "FID", "mse": "MSE"}   # a summary row's label: NAME-k
 RESULT_PREFIX = "ablation"
+SUMMARY_PREFIX = "ablation-summary"
+SUMMARY_EXPERIMENT = "ablation-summary"
 
 
 @dataclass(frozen=True)
@@ -128,16 +135,18 @@ def _rows(values: dict, common: dict) -> list[dict]:
 def evaluate_candidates(config: AblationConfig, space, source: Source, store, progress: Callable | None = None):
     """Values of every drawn candidate: read from ``store`` or computed and committed one candidate at a time.
     Returns (list of per-candidate dicts, number newly computed)."""
+    from bench.results import result_key
+
     candidates = draw_candidates(space, config.candidates, config.seed)
-    teacher = None
+    refs: list = []   # (teacher, real), made when the first candidate is computed
     records, new = [], 0
     for i, cand in enumerate(candidates):
         plan = space.compile(cand)
-        key = f"{RESULT_PREFIX}/{source.key}/{plan.digest()}"
-        rows = store.get(key)
-        if rows is None:
-            if teacher is None:
-                teacher, real = source.teacher(), source.real()
+
+        def compute(plan=plan, cand=cand, i=i):
+            if not refs:
+                refs.append((source.teacher(), source.real()))
+            teacher, real = refs[0]
             images, features, timing = source.candidate(plan)
             got = candidate_values(images, features, teacher[0], teacher[1], real, config.ks, config.n_reference)
             values = dict(got["values"])
@@ -151,9 +160,11 @@ def evaluate_candidates(config: AblationConfig, space, source: Source, store, pr
                       "seeds": f"{config.first_seed}-{config.first_seed + n - 1}",
                       "extra": {"candidate": cand.key(), "index": i, "config": asdict(config)}}
             common.update(source.row_fields if hasattr(source, "row_fields") else {})
-            rows = _rows(values, common)
-            store.put(key, rows)
-            new += 1
+            return _rows(values, common)
+
+        result, reused = store.get_or_put(result_key(RESULT_PREFIX, *source.key.split("/"), plan.digest()), compute)
+        rows = result.rows
+        new += not reused
         records.append({"candidate": cand.key(), "digest": plan.digest(),
                         **{(r["metric"], r["n_images"]): r["value"] for r in rows}})
         if progress is not None:
@@ -179,17 +190,41 @@ def summarize(records: list[dict], config: AblationConfig) -> dict:
     return {"table": table, "reference_images": N, "reference_noise": noise}
 
 
+# summary table column -> registered metric (bench.results) of its store row
+SUMMARY_METRICS = {"k": "k_images", "s_per_candidate": "s_per_candidate", "kendall_tau": "kendall_tau",
+                   "p_value": "kendall_p", "n_candidates": "n_candidates"}
+
+
+def _value(v):
+    v = float(v)
+    return None if np.isnan(v) else v
+
+
 def summary_rows(summary: dict, config: AblationConfig, base: dict) -> list[dict]:
-    """Tidy store rows: table4 (every metric, every k) and table9 (rFID by image count)."""
+    """Tidy store rows of experiment ``ablation-summary``, one group per metric (``method``) and k (``n_images``):
+    ``k_images``, ``s_per_candidate``, ``kendall_tau``, ``kendall_p``, ``n_candidates`` of that metric at that k and
+    the reference's own half-vs-half ``reference_tau``; NaN (a constant ranking) is stored as no value."""
     rows = []
-    extra = {"reference_images": summary["reference_images"], "reference_noise": summary["reference_noise"],
-             "config": asdict(config)}
+    noise = summary["reference_noise"]
+    extra = {"reference_images": summary["reference_images"], "reference_noise": noise, "config": asdict(config)}
     for t in summary["table"]:
-        for exp in ("table4",) + (("table9",) if t["metric"] == "rfid" else ()):
-            for metric in ("kendall_tau", "p_value", "s_per_candidate"):
-                rows.append({**base, "experiment": exp, "method": t["metric"], "metric": metric, "value": t[metric],
-                             "n_images": t["k"], "extra": {**extra, "n_candidates": t["n_candidates"]}})
+        common = {**base, "experiment": SUMMARY_EXPERIMENT, "method": t["metric"], "n_images": int(t["k"]),
+                  "extra": {**extra, "label": f"{NAMES[t['metric']]}-{t['k']}"}}
+        for column, metric in SUMMARY_METRICS.items():
+            rows.append({**common, "metric": metric, "value": _value(t[column])})
+        rows.append({**common, "metric": "reference_tau", "value": _value(noise["kendall_tau"])})
     return rows
+
+
+def store_summary(store, summary: dict, config: AblationConfig, records: list[dict], source, base: dict):
+    """The summary's rows (:func:`summary_rows`) as one result (``(Result, reused)``); its key names the setting,
+    the candidates (digests) and the whole config, so another image count, reference or draw is another result."""
+    from bench.cache import stable_hash
+    from bench.results import result_key
+
+    digest = stable_hash({"candidates": [r["digest"] for r in records], "config": asdict(config)})
+    key = result_key(SUMMARY_PREFIX, *source.key.split("/"), digest)
+    return store.get_or_put(key, lambda: summary_rows(summary, config, base))
 
 
 def frame(summary: dict):
@@ -233,7 +268,8 @@ class EvaluatorSource:
         self.key = f"{setting.key()}/real={real}"
         e = self.evaluator
         self.row_fields = {"model": e.bundle.name, "weights": e.bundle.weights_id, "scheduler": setting.scheduler,
-                           "device": setting.device}
+                           "device": setting.device,
+                           **({"threads": setting.threads} if setting.threads is not None else {})}
 
     def _features(self, images):
         from bench.quality.images import as_images

@@ -6,7 +6,6 @@ two dearest step-skipping plans under the same MACs (a full step every k steps, 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from baselines.deepcache import uniform_plan
@@ -54,28 +53,28 @@ def evaluate_stored(setting, items, step_macs, grid: int, store, *, search: str 
     """``items`` = [(method, plan)]: each evaluated under ``setting`` once (read back from the store after that);
     one row dict per item (metric values, ``macs_pct``)."""
     from bench.evaluation.evaluator import Evaluator
+    from bench.evaluation.stored import metric_rows
+    from bench.results import result_key
 
-    evaluator = None
+    evaluator: list = []   # built on the first plan not in the store
     rows = []
     for method, plan in items:
-        key = f"{EVAL_PREFIX}/{setting.key()}/{plan.digest()}"
-        stored = store.get(key)
-        if stored is None:
-            if evaluator is None:
-                evaluator = Evaluator(setting, cache_dir=cache_dir).prepare()
-            result = evaluator.evaluate([plan])[0]
+        def compute(method=method, plan=plan) -> list[dict]:
+            if not evaluator:
+                evaluator.append(Evaluator(setting, cache_dir=cache_dir).prepare())
+            result = evaluator[0].evaluate([plan])[0]
             avg = sum(step_macs[s.branch] if s.kind == "partial" else (0 if s.kind == "null" else step_macs[-1])
                       for s in plan.steps) / grid
             values = {"avg_macs": avg, "nfe": plan.nfe, "fitness": result["fitness"],
                       **{k: result[k] for k in ("rfid", "fid", "mse") if k in result}}
-            store.put(key, [{"experiment": "search-compare", "method": method, "plan_digest": plan.digest(),
-                             "plan": plan.to_dict(), "grid": len(plan), "model": setting.model,
-                             "scheduler": setting.scheduler, "n_images": setting.n_images, "metric": m,
-                             "value": None if math.isinf(float(v)) else float(v),
-                             "extra": {"evaluation": setting.key(), "search": search}} for m, v in values.items()])
-            stored = store.get(key)
+            return metric_rows({"experiment": "search-compare", "method": method, "plan_digest": plan.digest(),
+                                "plan": plan.to_dict(), "grid": len(plan), "model": setting.model,
+                                "scheduler": setting.scheduler, "n_images": setting.n_images,
+                                "extra": {"evaluation": setting.key(), "search": search}}, values)
+
+        stored, _ = store.get_or_put(result_key(EVAL_PREFIX, setting.key(), plan.digest()), compute)
         row = {"method": method, "plan": plan.name, "digest": plan.digest()}
-        row.update({r["metric"]: r["value"] for r in stored})
+        row.update(stored.values())
         row["macs_pct"] = 100 * row["avg_macs"] / step_macs[-1]
         rows.append(row)
     return rows

@@ -9,7 +9,8 @@ with the identical population, best candidate and Pareto set (kill -9 resume).
 A search run is registered in the store's metadata as ``search/<name>`` with its setting (space, budget,
 Algorithm 1 settings, seed, evaluation setting); the same name with another setting is refused before anything is
 written.  Outputs (written atomically at the end): ``best.json`` (the best plan), ``pareto/NN-<digest>.json`` and
-``summary.json`` in the output folder, and a ``flexiffusion-search/<search key>`` result in the store.
+``summary.json`` in the output folder, a ``flexiffusion-search/<search key>`` result in the store and the search's
+cost (Table 5: :func:`search_cost_rows`) as ``search-cost/<name>/<search key>``.
 """
 from __future__ import annotations
 
@@ -18,16 +19,18 @@ import functools
 import hashlib
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from flexiffusion.errors import UserError
 from flexiffusion.io import atomic_write_json
-from flexiffusion.schedule import Plan
-from flexiffusion.search.evolution import EvolutionConfig, SearchResult, evolve
-from flexiffusion.search.space import Candidate, SearchSpace
+from flexiffusion.search.evolution import CandidateFitness, EvolutionConfig, Proposal, SearchResult, evolve
+from flexiffusion.search.space import SearchSpace
+
+from bench.evaluation.stored import StoredEvaluations, metric_rows
+
+from bench.results import result_key
 
 EVAL_PREFIX = "flexiffusion-eval"
 SEARCH_PREFIX = "flexiffusion-search"
@@ -38,28 +41,21 @@ def stable_key(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def candidate_of(plan: Plan) -> Candidate:
-    """The candidate a plan was compiled from (its name is ``flexiffusion[<candidate key>]``)."""
-    m = re.fullmatch(r"flexiffusion\[(.*)\]", plan.name)
-    if not m:
-        raise UserError(f"plan {plan.name!r} was not compiled from a search candidate")
-    return Candidate.from_key(m.group(1))
-
-
 @dataclass
 class Backend:
-    """Fitness of plans under one evaluation setting.
+    """Fitness of the search's proposals under one evaluation setting.
 
-    ``rows(plans, space) -> list[dict]`` returns per plan at least ``fitness`` and the metrics to store;
-    ``key``: the evaluation setting's key; ``describe``: the setting as plain data (stored with the search);
-    ``fields``: columns of every stored row (model, weights, scheduler, n_images, seeds, ...).
+    ``rows(proposals, space) -> list[dict]`` returns per :class:`~flexiffusion.search.evolution.Proposal`
+    (candidate, compiled plan, digest, avg MACs) at least ``fitness`` and the metrics to store; ``key``: the
+    evaluation setting's key; ``describe``: the setting as plain data (stored with the search); ``fields``: columns
+    of every stored row (model, weights, scheduler, n_images, seeds, ...).
     """
 
     key: str
-    rows: Callable[[Sequence[Plan], SearchSpace], list[dict]]
+    rows: Callable[[Sequence[Proposal], SearchSpace], list[dict]]
     describe: dict = field(default_factory=dict)
     fields: dict = field(default_factory=dict)
-    batch: int = 1        # plans per call (1: each evaluation is committed the moment it completes)
+    batch: int = 1        # proposals per call (1: each evaluation is committed the moment it completes)
 
 
 @dataclass
@@ -94,61 +90,35 @@ def check_budget(space: SearchSpace, step_macs: Sequence[int], budget: float) ->
                         "raise the budget or choose lighter choices")
 
 
-class StoredFitness:
-    """``evaluate(plans) -> fitness`` for Algorithm 1 that reads the store first and commits every new evaluation."""
+def eval_key(backend_key: str, digest: str) -> str:
+    """``flexiffusion-eval/<evaluation setting key>/<candidate digest>``: one stored evaluation of the search."""
+    return result_key(EVAL_PREFIX, backend_key, digest)
+
+
+class StoredFitness(StoredEvaluations, CandidateFitness):
+    """Algorithm 1's fitness of proposals (:class:`~bench.evaluation.stored.StoredEvaluations`): read from the
+    store first, every new evaluation committed under :func:`eval_key` of the proposal's digest."""
 
     def __init__(self, run: SearchRun, store):
-        self.run, self.store = run, store
-        self.done = self.cached = 0
-        self.on_result: Callable[[], None] | None = None
+        self.run = run
+        super().__init__(store, self.eval_key, lambda proposals: run.backend.rows(proposals, run.space), self._rows,
+                         run.backend.batch)
 
-    def eval_key(self, plan: Plan) -> str:
-        return f"{EVAL_PREFIX}/{self.run.backend.key}/{self.run.space.digest(candidate_of(plan))}"
+    def eval_key(self, proposal: Proposal) -> str:
+        return eval_key(self.run.backend.key, proposal.digest)
 
-    def _stored(self, key: str) -> float | None:
-        from bench.evaluation.stored import stored_fitness
-
-        return stored_fitness(self.store, key)
-
-    def _rows(self, plan: Plan, result: dict) -> list[dict]:
-        space, cost = self.run.space, self.run.space.plan_cost(self.run.step_macs)
-        cand = candidate_of(plan)
-        base = {"experiment": "search", "method": "flexiffusion", "plan_digest": space.digest(cand),
-                "plan": {**plan.to_dict(), **({"orders": space.orders(cand)} if space.solver == "dpm" else {})},
-                "grid": len(plan), **self.run.backend.fields,
-                "extra": {"evaluation": self.run.backend.key, "candidate": cand.key(), "layout": space.layout,
+    def _rows(self, p: Proposal, result: dict) -> list[dict]:
+        space = self.run.space
+        dpm = {"orders": space.orders(p.candidate)} if space.solver == "dpm" else {}
+        base = {"experiment": "search", "method": "flexiffusion", "plan_digest": p.digest,
+                "plan": {**p.plan.to_dict(), **dpm}, "grid": len(p.plan), **self.run.backend.fields,
+                "extra": {"evaluation": self.run.backend.key, "candidate": p.candidate.key(), "layout": space.layout,
                           "solver": space.solver}}
-        metrics = {"avg_macs": cost(plan), "nfe": plan.nfe}
+        metrics = {"avg_macs": p.avg_macs, "nfe": p.plan.nfe}
         metrics.update({k: result[k] for k in FLOAT_METRICS if k in result})
         metrics.update({k: v for k, v in result.items() if k not in metrics and isinstance(v, (int, float))
                         and k not in ("n_images",)})
-        out = []
-        for metric, value in metrics.items():
-            value = float(value)
-            out.append({**base, "metric": metric, "value": None if math.isinf(value) or math.isnan(value) else value})
-        return out
-
-    def __call__(self, plans: Sequence[Plan]) -> list[float]:
-        values: dict[int, float] = {}
-        todo = []
-        for i, plan in enumerate(plans):
-            v = self._stored(self.eval_key(plan))
-            if v is None:
-                todo.append(i)
-            else:
-                values[i] = v
-                self.cached += 1
-        b = max(1, self.run.backend.batch)
-        for lo in range(0, len(todo), b):
-            chunk = todo[lo:lo + b]
-            results = self.run.backend.rows([plans[i] for i in chunk], self.run.space)
-            for i, result in zip(chunk, results):
-                self.store.put(self.eval_key(plans[i]), self._rows(plans[i], result))
-                values[i] = float(result["fitness"])
-                self.done += 1
-                if self.on_result is not None:
-                    self.on_result()
-        return [values[i] for i in range(len(plans))]
+        return metric_rows(base, metrics)
 
 
 def _refuse_other_setting(stored: str, run: SearchRun, path) -> None:
@@ -230,8 +200,10 @@ def _plan_json(e, space: SearchSpace, scheduler: str | None = None) -> dict:
     return d
 
 
-def write_outputs(run: SearchRun, result: SearchResult, out: Path, store) -> dict:
-    """best.json, pareto/*.json, summary.json (atomic) and the search result in the store."""
+def write_outputs(run: SearchRun, result: SearchResult, out: Path, store, search_s: float | None = None,
+                  computed: int | None = None) -> dict:
+    """best.json, pareto/*.json, summary.json (atomic) and the search result in the store; with ``search_s`` (the
+    wall time of the search, :func:`run_search`) also its Table 5 cost result (:func:`search_cost_rows`)."""
     out = Path(out)
     pareto = result.pareto()
     plan_json = functools.partial(_plan_json, space=run.space, scheduler=run.backend.fields.get("scheduler"))
@@ -255,16 +227,86 @@ def write_outputs(run: SearchRun, result: SearchResult, out: Path, store) -> dic
              "metric": m, "value": v, "extra": {"search": run.name, "pareto": [e.digest for e in pareto]}}
             for m, v in (("best_fitness", best.fitness), ("best_avg_macs", best.avg_macs),
                          ("best_nfe", best.plan.nfe), ("evaluated", len(result.evaluated)))]
-    store.put(f"{SEARCH_PREFIX}/{run.key()}", [{**r, "value": None if math.isinf(r["value"]) else r["value"]}
-                                               for r in rows])
+    store.get_or_put(result_key(SEARCH_PREFIX, run.key()),
+                     lambda: [{**r, "value": None if math.isinf(r["value"]) else r["value"]} for r in rows])
+    if search_s is not None:
+        store.get_or_put(search_cost_key(run), lambda: search_cost_rows(run, result, store, search_s, computed))
     return summary
+
+
+COST_PREFIX = COST_EXPERIMENT = "search-cost"
+EVAL_SECONDS = ("sampling_s", "features_s", "distance_s", "io_s")
+
+
+def search_cost_key(run: SearchRun) -> str:
+    """``search-cost/<name>/<search key>``: one Table 5 result per stored search (a name's ``/`` read as ``_``)."""
+    return result_key(COST_PREFIX, run.name.replace("/", "_"), run.key())
+
+
+def _resolution(preset: str) -> int | None:
+    """The image side (px) of a search preset's model: its decoder's output for a latent model, else the side of
+    what the sampler denoises (the cost preset's architecture, bench.presets); None for a run without a preset."""
+    from bench.presets import get_preset as cost_preset
+    from bench.search.presets import get_preset
+
+    try:
+        arch = cost_preset(get_preset(preset).cost_preset)
+    except UserError:
+        return None
+    decoders = [p for p in arch.parts if p.kind == "decoder" and "sample_size" in p.config]
+    return int(decoders[0].config["sample_size"]) if decoders else int(arch.sample_shape[-1])
+
+
+def search_cost_rows(run: SearchRun, result: SearchResult, store, search_s: float,
+                     computed: int | None = None) -> list[dict]:
+    """Table 5's rows of one finished search (experiment ``search-cost``, one row per metric):
+
+    * ``resolution``: the image side in px of the preset's model (:func:`_resolution`);
+    * ``budget_g``: the budget, G avg MACs;
+    * ``evaluations``: the candidates Algorithm 1 evaluates as written, the initial population plus every child of
+      every iteration, duplicates included (the fitness memo asks for each distinct candidate once);
+    * ``distinct_evaluations``: the distinct candidates evaluated (fitness computed or read from the store);
+    * ``search_s``: the **wall time of the run that completed the search** -- Algorithm 1 with its evaluations, from
+      the start of Algorithm 1 to its last iteration, not the teacher's preparation before it nor the outputs.  A
+      resumed (or repeated) search reads the evaluations an earlier run stored in about no time, so its wall time
+      covers only what the completing run computed (``extra.computed_evaluations`` says how many); the result is
+      written once, by the first run that completes the search, and kept by later ones;
+    * ``device_hours``: the device time the search's evaluations took, the sum over its distinct evaluations of their
+      stored seconds (sampling, features, distance, state I/O) / 3600, whichever run computed them: the same for an
+      interrupted and an uninterrupted search, and more than the wall time when actors evaluate in parallel (an
+      evaluation shared with another search of the same evaluation setting counts with the seconds it took there);
+      no value when the evaluations stored no seconds.
+
+    ``device`` and ``threads`` are the evaluation setting's where it names them (else the process's, filled in by
+    the store)."""
+    history = result.history
+    evaluations = (history[0]["new_evaluations"] + sum(h["children"] for h in history[1:])) if history else None
+    seconds, timed = 0.0, 0
+    for digest in result.evaluated:   # StoredFitness stores each evaluation under eval_key
+        rows = store.get(eval_key(run.backend.key, digest)) or []
+        got = [r["value"] for r in rows if r["metric"] in EVAL_SECONDS and r["value"] is not None]
+        seconds += sum(got)
+        timed += bool(got)
+    describe = run.backend.describe or {}
+    base = {"experiment": COST_EXPERIMENT, "method": "flexiffusion", "grid": run.space.grid,
+            **run.backend.fields,
+            **{c: describe[c] for c in ("device", "threads") if describe.get(c) is not None},
+            "extra": {"search": run.name, "label": run.name, "preset": run.preset, "search_key": run.key(),
+                      "computed_evaluations": computed, "timed_evaluations": timed}}
+    values = {"resolution": _resolution(run.preset), "budget_g": run.budget / 1e9, "evaluations": evaluations,
+              "distinct_evaluations": len(result.evaluated), "search_s": float(search_s),
+              "device_hours": seconds / 3600 if timed else None}
+    return [{**base, "metric": m, "value": v} for m, v in values.items()]
 
 
 def run_search(run: SearchRun, store_path, out, progress: Callable[[dict, StoredFitness], None] | None = None,
                on_evaluation: Callable[[StoredFitness], None] | None = None
                ) -> tuple[SearchResult, dict, StoredFitness]:
-    """Check, register, search (resuming from the store), write the outputs; ``progress`` after each iteration,
-    ``on_evaluation`` after each new evaluation."""
+    """Check, register, search (resuming from the store), write the outputs and the search's cost result
+    (:func:`search_cost_rows`, its wall time measured here); ``progress`` after each iteration, ``on_evaluation``
+    after each new evaluation."""
+    import time
+
     from bench.store import ResultStore
 
     run.check()
@@ -274,7 +316,9 @@ def run_search(run: SearchRun, store_path, out, progress: Callable[[dict, Stored
         fitness = StoredFitness(run, store)
         if on_evaluation is not None:
             fitness.on_result = lambda: on_evaluation(fitness)
+        t0 = time.perf_counter()
         result = evolve(run.space, run.space.plan_cost(run.step_macs), fitness, run.budget, run.config,
                         progress=None if progress is None else (lambda stats: progress(stats, fitness)))
-        summary = write_outputs(run, result, out, store)
+        search_s = time.perf_counter() - t0
+        summary = write_outputs(run, result, out, store, search_s, fitness.done)
     return result, summary, fitness

@@ -13,9 +13,10 @@ from typing import Sequence
 
 from flexiffusion.schedule import Plan
 from flexiffusion.schedulers import make_scheduler_for_grid, make_segment_dpm
-from flexiffusion.search.space import SearchSpace
+from flexiffusion.search.evolution import Proposal
+from flexiffusion.search.space import Candidate, SearchSpace
 
-from .driver import Backend, candidate_of
+from .driver import Backend
 
 
 def _grid_scheduler(name, config, length, device=None):
@@ -26,12 +27,13 @@ def _dpm_scheduler(orders, config, length, device=None):
     return make_segment_dpm(config, orders, device=device)
 
 
-def plan_extras(plan: Plan, space: SearchSpace, scheduler: str):
-    """The evaluator's :class:`PlanExtras` for a plan of ``space`` (None for tile plans on the teacher's grid)."""
+def plan_extras(candidate: Candidate, plan: Plan, space: SearchSpace, scheduler: str):
+    """The evaluator's :class:`PlanExtras` for ``candidate`` of ``space`` compiled to ``plan`` (None for tile plans
+    on the teacher's grid)."""
     from bench.evaluation.evaluator import PlanExtras
 
     if space.solver == "dpm":
-        orders = tuple(space.orders(candidate_of(plan)))
+        orders = tuple(space.orders(candidate))
         return PlanExtras(f"dpm:{','.join(map(str, orders))}", functools.partial(_dpm_scheduler, orders))
     if space.layout == "compact":
         return PlanExtras(f"compact:{len(plan)}", functools.partial(_grid_scheduler, scheduler))
@@ -41,7 +43,7 @@ def plan_extras(plan: Plan, space: SearchSpace, scheduler: str):
 def evaluator_backend(setting, space: SearchSpace, *, executor: str = "local", cache_dir=None,
                       actors: int = 2, address: str | None = None) -> Backend:
     """A :class:`Backend` over an executor (:mod:`bench.evaluation.executors`) built on first use; states for prefix
-    reuse keep the space's branches.  ``local`` evaluates one plan per call, so each evaluation is committed the
+    reuse keep the space's branches.  ``local`` evaluates one proposal per call, so each evaluation is committed the
     moment it completes; ``ray`` evaluates an iteration's new plans in parallel and commits each batch when it
     returns (a kill loses at most the batch in flight)."""
     from bench.evaluation.executors import make_executor
@@ -59,13 +61,15 @@ def evaluator_backend(setting, space: SearchSpace, *, executor: str = "local", c
             holder.append(ex)
         return holder[0]
 
-    def rows(plans: Sequence[Plan], sp: SearchSpace) -> list[dict]:
-        return get().map(list(plans), [plan_extras(p, sp, setting.scheduler) for p in plans])
+    def rows(proposals: Sequence[Proposal], sp: SearchSpace) -> list[dict]:
+        return get().map([p.plan for p in proposals],
+                         [plan_extras(p.candidate, p.plan, sp, setting.scheduler) for p in proposals])
 
     seeds = list(setting.seeds)
     fields = {"model": setting.model, "weights": setting.weights, "scheduler": setting.scheduler,
               "n_images": setting.n_images,
-              "seeds": f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else str(seeds)}
+              "seeds": f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else str(seeds),
+              **setting.provenance()}  # the device and threads the evaluations run with, not the process default
     backend = Backend(setting.key(), rows, setting.to_dict(), fields, batch=1 if executor == "local" else 1 << 30)
     backend.prepare = get
     backend.close = lambda: holder and holder[0].close()

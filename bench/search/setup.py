@@ -21,31 +21,33 @@ def _ints(text: str | None, what: str):
         raise UserError(f"malformed {what} choices {text!r}: use comma-separated integers, e.g. 1,2,3") from None
 
 
-def space_of(args, preset):
-    """The preset's space (choices overridable) and its cost model (paper convention, cached MACs table)."""
+def space_of(preset, *, layout: str = "tile", segments=None, branches=None, intervals=None,
+             budget_g: float | None = None, model: str | None = None):
+    """The preset's space (choices overridable: tuples of ints, or comma-separated text as typed) and its cost
+    model (paper convention, cached MACs table) and budget (avg MACs; ``budget_g`` in G overrides the preset's)."""
     from bench.cost.schedule_cost import CostModel
     from flexiffusion.schedulers import grid_length
 
-    if getattr(args, "model", None) and args.model != preset.model:
+    if model and model != preset.model:
         raise UserError(f"preset {preset.name} is made for the {preset.model} model ({preset.source}), not "
-                        f"{args.model}: choose an {args.model} preset (flexbench search --help lists them)")
+                        f"{model}: choose an {model} preset (flexbench search --help lists them)")
     cost = CostModel.for_preset(preset.cost_preset)
-    choices = {k: _ints(getattr(args, k, None), k) for k in ("segments", "branches", "intervals")}
+    choices = {k: _ints(v, k) if isinstance(v, str) else v
+               for k, v in (("segments", segments), ("branches", branches), ("intervals", intervals))}
     space = SearchSpace(choices["segments"] if choices["segments"] is not None else preset.segments,
                         choices["branches"] if choices["branches"] is not None else preset.branches,
                         choices["intervals"] if choices["intervals"] is not None else preset.intervals,
-                        cost.num_branches, grid_length(preset.scheduler, preset.steps), layout=args.layout,
+                        cost.num_branches, grid_length(preset.scheduler, preset.steps), layout=layout,
                         solver=preset.solver)
-    budget = args.budget * G if getattr(args, "budget", None) is not None else preset.budget(cost.full_macs)
+    budget = budget_g * G if budget_g is not None else preset.budget(cost.full_macs)
     return space, cost, budget
 
 
-def search_config(args, preset) -> EvolutionConfig:
+def search_config(preset, **overrides) -> EvolutionConfig:
+    """Algorithm 1's settings: B.2's defaults, then the preset's, then ``overrides`` that are not None."""
     values = {**B2_DEFAULTS.to_dict(), **preset.search}
-    for f in fields(EvolutionConfig):
-        v = getattr(args, f.name, None)
-        if v is not None:
-            values[f.name] = v
+    names = {f.name for f in fields(EvolutionConfig)}
+    values.update({k: v for k, v in overrides.items() if k in names and v is not None})
     return EvolutionConfig(**values)
 
 

@@ -1,7 +1,10 @@
 """Algorithm 1 of Flexiffusion (segment-wise evolutionary search), seeded and replayable.
 
-Input: a :class:`SearchSpace`, ``cost(plan) -> avg MACs`` (estimator C), ``evaluate(plans) -> fitness`` (estimator
-F, lower is better: rFID by default), the budget R, and :class:`EvolutionConfig`.
+Input: a :class:`SearchSpace`, ``cost(plan) -> avg MACs`` (estimator C), the fitness F (lower is better: rFID by
+default), the budget R, and :class:`EvolutionConfig`.  F is either a :class:`CandidateFitness`, which gets the search's
+:class:`Proposal` s (candidate, compiled plan, digest, avg MACs: what the harness stores per evaluation), or a plain
+callable ``evaluate(plans) -> fitness`` of the plans only (a toy or synthetic fitness).  Every candidate is compiled
+and costed once per search (:class:`Proposer`); nothing downstream parses a plan back into its candidate.
 
 1. Initial population: ``initial`` distinct random candidates with C <= R (uniform draws, each made lighter one
    segment at a time until it fits: :func:`lighten`); the paper gives neither its size nor how; we use 50 = 2 n_p.
@@ -56,17 +59,57 @@ class EvolutionConfig:
 
 
 @dataclass(frozen=True)
-class Evaluated:
-    """A candidate with its compiled plan, avg MACs and fitness."""
+class Proposal:
+    """A candidate as the search hands it to its fitness: compiled once (``plan``), its identity (``digest``: what
+    runs, :meth:`SearchSpace.digest`) and its avg MACs (``cost(plan)``, once)."""
 
     candidate: Candidate
     digest: str
     plan: Plan
     avg_macs: float
+
+
+@dataclass(frozen=True)
+class Evaluated(Proposal):
+    """A proposal with its fitness."""
+
     fitness: float
 
     def order(self) -> tuple:
         return (self.fitness, self.digest)
+
+
+class CandidateFitness:
+    """A fitness that takes proposals: ``__call__(proposals) -> one value per proposal, in order`` (the harness's
+    stored fitness subclasses it).  :func:`evolve` hands a plain callable the plans only."""
+
+    def __call__(self, proposals: Sequence[Proposal]) -> Sequence[float]:
+        raise NotImplementedError
+
+
+def _by_plans(evaluate: Callable[[list[Plan]], Sequence[float]]) -> Callable[[Sequence[Proposal]], Sequence[float]]:
+    if isinstance(evaluate, CandidateFitness):
+        return evaluate
+    return lambda proposals: evaluate([p.plan for p in proposals])
+
+
+class Proposer:
+    """``proposer(candidate) -> Proposal``: each candidate of a search compiled, identified and costed once."""
+
+    def __init__(self, space: SearchSpace, cost: Callable[[Plan], float]):
+        self.space, self.cost = space, cost
+        self._seen: dict[Candidate, Proposal] = {}
+
+    def __call__(self, candidate: Candidate) -> Proposal:
+        p = self._seen.get(candidate)
+        if p is None:
+            plan = self.space.compile(candidate)
+            p = self._seen[candidate] = Proposal(candidate, self.space.digest(candidate, plan), plan,
+                                                 float(self.cost(plan)))
+        return p
+
+    def price(self, candidate: Candidate) -> float:
+        return self(candidate).avg_macs
 
 
 @dataclass
@@ -94,49 +137,47 @@ def _fitness(value) -> float:
 
 
 class _Memo:
-    """Fitness by digest; asks ``evaluate`` only for plans never seen (batched)."""
+    """Fitness by digest; asks ``evaluate`` only for proposals never seen (batched)."""
 
-    def __init__(self, space: SearchSpace, cost: Callable[[Plan], float],
-                 evaluate: Callable[[list[Plan]], Sequence[float]], dedup: bool = True):
-        self.space, self.cost, self.evaluate, self.dedup = space, cost, evaluate, dedup
+    def __init__(self, evaluate: Callable[[Sequence[Proposal]], Sequence[float]], dedup: bool = True):
+        self.evaluate, self.dedup = evaluate, dedup
         self.known: dict[str, Evaluated] = {}
 
-    def get(self, candidates: list[Candidate]) -> tuple[list[Evaluated], int]:
+    def get(self, proposals: list[Proposal]) -> tuple[list[Evaluated], int]:
         if not self.dedup:
-            return self._get_all(candidates)
-        todo: dict[str, tuple[Candidate, Plan]] = {}
-        for c in candidates:
-            d = self.space.digest(c)
-            if d not in self.known and d not in todo:
-                todo[d] = (c, self.space.compile(c))
+            return self._get_all(proposals)
+        todo: dict[str, Proposal] = {}
+        for p in proposals:
+            if p.digest not in self.known and p.digest not in todo:
+                todo[p.digest] = p
         if todo:
-            values = list(self.evaluate([p for _, p in todo.values()]))
+            values = list(self.evaluate(list(todo.values())))
             if len(values) != len(todo):
                 raise RuntimeError(f"evaluate returned {len(values)} values for {len(todo)} plans")
-            for (d, (c, p)), v in zip(todo.items(), values):
-                self.known[d] = Evaluated(c, d, p, float(self.cost(p)), _fitness(v))
-        return [self.known[self.space.digest(c)] for c in candidates], len(todo)
+            for (d, p), v in zip(todo.items(), values):
+                self.known[d] = Evaluated(p.candidate, d, p.plan, p.avg_macs, _fitness(v))
+        return [self.known[p.digest] for p in proposals], len(todo)
 
-    def _get_all(self, candidates: list[Candidate]) -> tuple[list[Evaluated], int]:
+    def _get_all(self, proposals: list[Proposal]) -> tuple[list[Evaluated], int]:
         """Algorithm 1 as written: every candidate evaluated, duplicates too.  An evaluation is deterministic, so a
         duplicate's value must equal the first one's (checked: the search's choices stay those of ``dedup``)."""
-        plans = [self.space.compile(c) for c in candidates]
-        values = list(self.evaluate(plans)) if plans else []
-        for c, p, v in zip(candidates, plans, values):
-            d = self.space.digest(c)
+        values = list(self.evaluate(proposals)) if proposals else []
+        for p, v in zip(proposals, values):
+            d = p.digest
             if d in self.known and self.known[d].fitness != _fitness(v):
                 raise RuntimeError(f"candidate {d} re-evaluated to {v}, first {self.known[d].fitness}: "
                                    "the evaluation is not deterministic")
-            self.known.setdefault(d, Evaluated(c, d, p, float(self.cost(p)), _fitness(v)))
-        return [self.known[self.space.digest(c)] for c in candidates], len(plans)
+            self.known.setdefault(d, Evaluated(p.candidate, d, p.plan, p.avg_macs, _fitness(v)))
+        return [self.known[p.digest] for p in proposals], len(proposals)
 
 
-def lighten(candidate: Candidate, space: SearchSpace, cost: Callable[[Plan], float], budget: float,
+def lighten(candidate: Candidate, space: SearchSpace, price: Callable[[Candidate], float], budget: float,
             rng: np.random.Generator) -> Candidate | None:
     """Make a random draw fit the budget: lower a random segment's interval (else its branch) by one choice until
-    C <= R; None when every segment is already at the lightest choices and it still does not fit."""
+    C <= R (``price(candidate)``: C of the candidate's plan); None when every segment is already at the lightest
+    choices and it still does not fit."""
     segs = list(candidate.segments)
-    while cost(space.compile(Candidate(tuple(segs)))) > budget:
+    while price(Candidate(tuple(segs))) > budget:
         heavy = [j for j, s in enumerate(segs) if s.interval > space.intervals[0] or s.branch > space.branches[0]]
         if not heavy:
             return None
@@ -149,31 +190,35 @@ def lighten(candidate: Candidate, space: SearchSpace, cost: Callable[[Plan], flo
     return Candidate(tuple(segs))
 
 
-def initial_population(space: SearchSpace, cost: Callable[[Plan], float], budget: float, size: int,
-                       max_tries: int, rng: np.random.Generator) -> list[Candidate]:
+def initial_population(space: SearchSpace, price: Callable[[Candidate], float], budget: float, size: int,
+                       max_tries: int, rng: np.random.Generator, digest: Callable[[Candidate], str] | None = None
+                       ) -> list[Candidate]:
     """``size`` distinct random candidates under the budget: uniform draws (:meth:`SearchSpace.random`), each
     :func:`lighten`-ed until it fits; fewer if ``size * max_tries`` draws do not find ``size`` distinct ones."""
     out: dict[str, Candidate] = {}
     for _ in range(size * max_tries):
         if len(out) >= size:
             break
-        c = lighten(space.random(rng), space, cost, budget, rng)
+        c = lighten(space.random(rng), space, price, budget, rng)
         if c is not None:
-            out.setdefault(space.digest(c), c)
+            out.setdefault((digest or space.digest)(c), c)
     if not out:
         raise UserError(f"no random candidate under the budget {budget:.6g} in {size * max_tries} draws: raise the "
                         "budget or choose lighter N-segment/branch/interval choices")
     return list(out.values())
 
 
-def evolve(space: SearchSpace, cost: Callable[[Plan], float], evaluate: Callable[[list[Plan]], Sequence[float]],
-           budget: float, config: EvolutionConfig = EvolutionConfig(), *,
-           progress: Callable[[dict], None] | None = None, dedup: bool = True) -> SearchResult:
-    """Algorithm 1; ``progress(stats)`` is called after the initial population and after every iteration.
-    ``dedup=False`` evaluates every child, even one identical to an earlier candidate (the naive baseline of the
-    naive-vs-fast benchmark; same choices, same result)."""
+def evolve(space: SearchSpace, cost: Callable[[Plan], float],
+           evaluate: CandidateFitness | Callable[[list[Plan]], Sequence[float]], budget: float,
+           config: EvolutionConfig = EvolutionConfig(), *, progress: Callable[[dict], None] | None = None,
+           dedup: bool = True) -> SearchResult:
+    """Algorithm 1; ``evaluate``: a :class:`CandidateFitness` (gets proposals) or a callable of plans.
+    ``progress(stats)`` is called after the initial population and after every iteration.  ``dedup=False``
+    evaluates every child, even one identical to an earlier candidate (the naive baseline of the naive-vs-fast
+    benchmark; same choices, same result)."""
     rng = np.random.Generator(np.random.PCG64(config.seed))
-    memo = _Memo(space, cost, evaluate, dedup)
+    propose = Proposer(space, cost)
+    memo = _Memo(_by_plans(evaluate), dedup)
     history: list[dict] = []
 
     def report(iteration: int, population: list[Evaluated], children: int, new: int) -> None:
@@ -184,20 +229,21 @@ def evolve(space: SearchSpace, cost: Callable[[Plan], float], evaluate: Callable
         if progress is not None:
             progress(stats)
 
-    start = initial_population(space, cost, budget, config.initial, config.max_tries, rng)
-    evaluated, new = memo.get(start)
+    start = initial_population(space, propose.price, budget, config.initial, config.max_tries, rng,
+                               lambda c: propose(c).digest)
+    evaluated, new = memo.get([propose(c) for c in start])
     population = sorted({e.digest: e for e in evaluated}.values(), key=Evaluated.order)[:config.population]
     report(0, population, 0, new)
     for it in range(1, config.iterations + 1):
         k = min(config.parents, len(population))
         picks = rng.choice(len(population), size=k, replace=False)
         best = min((population[int(i)] for i in picks), key=Evaluated.order)
-        children: list[Candidate] = []
+        children: list[Proposal] = []
         for _ in range(config.max_tries):
             if len(children) >= config.children:
                 break
-            child = mutate(best.candidate, space, rng, config.n_m)
-            if cost(space.compile(child)) <= budget:
+            child = propose(mutate(best.candidate, space, rng, config.n_m))
+            if child.avg_macs <= budget:
                 children.append(child)
         evaluated, new = memo.get(children)
         merged = {e.digest: e for e in population}

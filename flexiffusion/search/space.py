@@ -185,9 +185,10 @@ class SearchSpace:
             return sum(s.interval for s in candidate)
         return self.grid if self.layout == "tile" else len(candidate) * max(self.intervals)
 
-    def digest(self, candidate: Candidate) -> str:
-        """Identity of what runs: the plan digest (and, for the dpm variant, the order list)."""
-        plan = self.compile(candidate)
+    def digest(self, candidate: Candidate, plan: Plan | None = None) -> str:
+        """Identity of what runs: the plan digest (and, for the dpm variant, the order list); ``plan``: the
+        candidate's compiled plan when the caller has it (not compiled again)."""
+        plan = self.compile(candidate) if plan is None else plan
         if self.solver != "dpm":
             return plan.digest()
         text = " ".join(plan.tokens()) + "|" + ",".join(map(str, self.orders(candidate)))

@@ -1,6 +1,9 @@
-"""AutoDiffusion's fitness on the Flexiffusion search's evaluation machinery (``bench.evaluation``): the same
+"""AutoDiffusion's search fitness on the Flexiffusion search's evaluation machinery (``bench.evaluation``): the same
 :class:`~bench.evaluation.evaluator.Evaluator` (teacher, fixed reference statistics, prefix reuse), executors
-(local or Ray) and results store, with every evaluation committed the moment it completes.
+(local or Ray) and the one stored-fitness path (:class:`bench.evaluation.stored.StoredEvaluations`), with every
+evaluation committed the moment it completes.  The method itself (space, evolution, best candidate) lives in
+:mod:`baselines.autodiffusion`, which imports none of this: the registry's ``Context`` lends it
+:func:`search_fitness`.
 
 A candidate is a plan of K full steps plus :class:`~bench.evaluation.evaluator.PlanExtras`: the scheduler over its
 timestep subset, its layer drops as a hook, a tag and per-step prefix tokens.
@@ -25,18 +28,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 from typing import Sequence
 
-from flexiffusion.errors import UserError
-from flexiffusion.schedule import Plan
-
-from .candidate import Candidate
-from .sampling import dropping, subset_scheduler
+from baselines.autodiffusion.candidate import Candidate
+from baselines.autodiffusion.method import AutoDiffusionConfig, search as evolve_search
+from baselines.autodiffusion.sampling import candidate_plan, dropping, subset_scheduler
+from bench.evaluation.stored import StoredEvaluations, metric_rows
+from bench.results import result_key
 
 EVAL_PREFIX = "autodiffusion-eval"
 METRICS = ("fitness", "rfid", "fid", "mse", "sampling_s", "features_s", "distance_s", "io_s", "resumed_at",
            "unet_image_steps", "nfe")
+SEARCH_BATCH = 256   # images per generation batch of a search the registry runs (at most its search images)
 
 
 def step_tokens(c: Candidate) -> tuple[str, ...]:
@@ -52,10 +55,6 @@ def _drop_hook(candidate: Candidate, unet):
     return dropping(unet, candidate)
 
 
-def candidate_plan(c: Candidate) -> Plan:
-    return Plan.full(len(c.timesteps), name=f"autodiffusion[{c.key()}]")
-
-
 def candidate_extras(c: Candidate):
     """The evaluator's extras of a candidate (picklable: they travel to Ray actors)."""
     from bench.evaluation.evaluator import PlanExtras
@@ -64,23 +63,45 @@ def candidate_extras(c: Candidate):
                       step_tokens(c))
 
 
+def evaluation_setting(bundle, config: AutoDiffusionConfig, batch_size: int = 64, weights: str | None = None,
+                       threads: int | None = None):
+    """The :class:`~bench.evaluation.setting.EvaluationSetting` of ``config``'s fitness on ``bundle``."""
+    from bench.evaluation.setting import EvaluationSetting
+
+    return EvaluationSetting.for_images(config.search_images, config.search_seed_offset, model=bundle.name,
+                                        weights=weights, scheduler="ddim", grid_length=config.teacher_steps,
+                                        fitness=config.fitness, real=config.real,
+                                        batch_size=min(batch_size, config.search_images), threads=threads,
+                                        device=str(bundle.device))
+
+
 class StoredEvaluation:
     """Fitness ``candidate -> float`` (lower is better) through an executor of ``bench.evaluation``, reading the
-    results store first and committing each new evaluation; ``many(candidates)`` evaluates a batch (on Ray in
-    parallel).  ``store=None``: no persistence.  The executor is built on the first evaluation not in the store,
-    so a fully stored replay loads no model."""
+    results store first and committing each new evaluation (:class:`~bench.evaluation.stored.StoredEvaluations`);
+    ``many(candidates)`` evaluates a batch (on Ray in parallel).  ``store=None``: no persistence.  The executor is
+    built on the first evaluation not in the store, so a fully stored replay loads no model."""
 
     def __init__(self, setting, store=None, executor: str = "local", cache_dir=None, **executor_kwargs):
         self.setting, self.store, self.executor_name = setting, store, executor
         self.kwargs = {"cache_dir": cache_dir, **executor_kwargs}
         self.setting_key = setting.key()
         self._executor = None
-        self.done = self.cached = 0
+        # local: one candidate per call, committed as it completes; Ray: a batch in parallel
+        self.evaluations = StoredEvaluations(store, self.key, self._evaluate, self._rows,
+                                             batch=1 if executor == "local" else 1 << 30)
+
+    @property
+    def done(self) -> int:
+        return self.evaluations.done
+
+    @property
+    def cached(self) -> int:
+        return self.evaluations.cached
 
     def key(self, c: Candidate) -> str:
         from bench.cache import stable_hash
 
-        return f"{EVAL_PREFIX}/{self.setting_key}/{stable_hash(c.key())}"
+        return result_key(EVAL_PREFIX, self.setting_key, stable_hash(c.key()))
 
     @property
     def executor(self):
@@ -95,48 +116,19 @@ class StoredEvaluation:
             self._executor.close()
             self._executor = None
 
-    def _stored(self, c: Candidate) -> float | None:
-        from bench.evaluation.stored import stored_fitness
-
-        return stored_fitness(self.store, self.key(c))
+    def _evaluate(self, candidates: Sequence[Candidate]) -> list[dict]:
+        return self.executor.map([candidate_plan(c) for c in candidates], [candidate_extras(c) for c in candidates])
 
     def _rows(self, c: Candidate, result: dict) -> list[dict]:
         s = self.setting
         base = {"experiment": "autodiffusion-search", "method": f"autodiffusion-K{len(c.timesteps)}",
                 "model": s.model, "weights": s.weights, "scheduler": "ddim-subset", "n_images": s.n_images,
-                "seeds": f"{s.seeds[0]}-{s.seeds[-1]}", "extra": {"evaluation": self.setting_key,
-                                                                 "candidate": c.key()}}
-        out = []
-        for m in METRICS:
-            if m in result:
-                v = float(result[m])
-                out.append({**base, "metric": m, "value": None if math.isinf(v) or math.isnan(v) else v})
-        return out
+                "seeds": f"{s.seeds[0]}-{s.seeds[-1]}", **s.provenance(),
+                "extra": {"evaluation": self.setting_key, "candidate": c.key()}}
+        return metric_rows(base, {m: result[m] for m in METRICS if m in result})
 
     def many(self, candidates: Sequence[Candidate]) -> list[float]:
-        values: dict[str, float] = {}
-        todo: dict[str, Candidate] = {}   # identical candidates evaluated once
-        for c in candidates:
-            k = c.key()
-            if k in values or k in todo:
-                continue
-            v = self._stored(c)
-            if v is None:
-                todo[k] = c
-            else:
-                values[k] = v
-                self.cached += 1
-        pending = list(todo.values())
-        chunk = 1 if self.executor_name == "local" else max(1, len(pending))  # local: commit each as it completes
-        for lo in range(0, len(pending), chunk):
-            cands = pending[lo:lo + chunk]
-            results = self.executor.map([candidate_plan(c) for c in cands], [candidate_extras(c) for c in cands])
-            for c, r in zip(cands, results):
-                if self.store is not None:
-                    self.store.put(self.key(c), self._rows(c, r))
-                values[c.key()] = float(r["fitness"])
-                self.done += 1
-        return [values[c.key()] for c in candidates]
+        return self.evaluations(list(candidates))
 
     def __call__(self, c: Candidate) -> float:
         return self.many([c])[0]
@@ -150,3 +142,25 @@ def stored_evaluation(setting, store=None, executor: str = "local", **kwargs):
         yield ev
     finally:
         ev.close()
+
+
+def search(bundle, config: AutoDiffusionConfig, store=None, batch_size: int = 64, progress: bool = True,
+           cache_dir=None, executor: str = "local", checkpoint=None, weights: str | None = None,
+           **executor_kwargs):
+    """AutoDiffusion's two-stage search on ``bundle`` with ``config.fitness`` through ``bench.evaluation`` on
+    ``executor`` (``local`` | ``ray``), every evaluation committed to ``store`` (a results store; a rerun replays
+    against it).  ``checkpoint``: the evolution's own JSON checkpoint (optional)."""
+    config.validate()
+    setting = evaluation_setting(bundle, config, batch_size, weights)
+    with stored_evaluation(setting, store, executor, cache_dir=cache_dir, **executor_kwargs) as ev:
+        return evolve_search(bundle, config, ev, checkpoint, progress)
+
+
+def search_fitness(cache_dir=None, batch_size: int = SEARCH_BATCH, executor: str = "local",
+                   weights: str | None = None, **executor_kwargs):
+    """The registry ``Context``'s ``search_fitness``: ``(bundle, config, store) -> context manager`` of the stored
+    fitness of ``config``'s search on ``bundle`` (every evaluation committed to ``store``)."""
+    def fitness(bundle, config: AutoDiffusionConfig, store):
+        setting = evaluation_setting(bundle, config, batch_size, weights)
+        return stored_evaluation(setting, store, executor, cache_dir=cache_dir, **executor_kwargs)
+    return fitness

@@ -22,11 +22,11 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from types import SimpleNamespace
 
 from flexiffusion.errors import UserError
+from flexiffusion.search.evolution import CandidateFitness
 
-from .setting import EvaluationSetting, ExecutionMode
+from bench.evaluation.setting import EvaluationSetting, ExecutionMode
 
 STAGES = ("sampling_s", "features_s", "distance_s", "io_s")
 OPTIONS = {"channels_last": ExecutionMode(channels_last=True), "bf16": ExecutionMode(dtype="bf16"),
@@ -63,32 +63,30 @@ def _search_parts(case: BenchCase):
     from bench.search.presets import get_preset
 
     preset = get_preset(case.preset)
-    args = SimpleNamespace(layout=case.layout, segments=None, branches=None, intervals=None, budget=None,
-                           model=None, iterations=case.iterations, seed=case.seed, n_m=case.n_m,
-                           initial=case.initial, parents=case.parents, children=case.children,
-                           population=case.population)
-    space, cost, budget = space_of(args, preset)
-    config = _config(args, preset)
+    space, cost, budget = space_of(preset, layout=case.layout)
+    config = _config(preset, iterations=case.iterations, seed=case.seed, n_m=case.n_m, initial=case.initial,
+                     parents=case.parents, children=case.children, population=case.population)
     setting = EvaluationSetting.for_images(case.images, model=preset.model, scheduler=preset.scheduler,
                                            grid_length=space.grid, batch_size=min(case.batch_size, case.images),
                                            threads=case.threads)
     return preset, space, cost, budget, config, setting
 
 
-class _Recorder:
-    """The ``evaluate(plans)`` of a run: evaluator results kept in call order."""
+class _Recorder(CandidateFitness):
+    """The fitness of a run's proposals (candidate and compiled plan): evaluator results kept in call order."""
 
     def __init__(self, evaluator, reuse: bool, extras):
         self.evaluator, self.reuse, self.extras = evaluator, reuse, extras
         self.results: list[tuple[str, dict]] = []  # (plan digest, result)
 
-    def rows(self, plans, space=None) -> list[dict]:
-        out = self.evaluator.evaluate(list(plans), [self.extras(p) for p in plans], reuse=self.reuse)
-        self.results += [(p.digest(), r) for p, r in zip(plans, out)]
+    def rows(self, proposals, space=None) -> list[dict]:
+        out = self.evaluator.evaluate([p.plan for p in proposals], [self.extras(p) for p in proposals],
+                                      reuse=self.reuse)
+        self.results += [(p.digest, r) for p, r in zip(proposals, out)]
         return out
 
-    def __call__(self, plans) -> list[float]:
-        return [r["fitness"] for r in self.rows(plans)]
+    def __call__(self, proposals) -> list[float]:
+        return [r["fitness"] for r in self.rows(proposals)]
 
     def stage_totals(self) -> dict:
         return {k: sum(r[k] for _, r in self.results) for k in STAGES}
@@ -112,10 +110,10 @@ def run_benchmark(case: BenchCase, cache_dir=None, log=print, on_update=None) ->
     from bench.search.fitness import plan_extras
     from flexiffusion.search.evolution import evolve
 
-    from .evaluator import Evaluator
+    from bench.evaluation.evaluator import Evaluator
 
     preset, space, cost, budget, config, setting = _search_parts(case)
-    extras = lambda plan: plan_extras(plan, space, setting.scheduler)  # noqa: E731
+    extras = lambda p: plan_extras(p.candidate, p.plan, space, setting.scheduler)  # noqa: E731
     plan_cost = space.plan_cost(cost.step_macs)
     cache_dir = Path(cache_dir or tempfile.mkdtemp(prefix="search-bench-"))
     keep = space.branches if case.keep_features else None
@@ -176,11 +174,11 @@ def run_benchmark(case: BenchCase, cache_dir=None, log=print, on_update=None) ->
     log(format_report(report))
     on_update(report)
 
-    plans = [fast_result.evaluated[d].plan for d, _ in fast.results]
+    proposals = [fast_result.evaluated[d] for d, _ in fast.results]
     eager = [r["fitness"] for _, r in fast.results]
     eager_s = sum(fast.stage_totals().values())
     for name in case.options:
-        log(f"option {name}: the fast run's {len(plans)} evaluations again")
+        log(f"option {name}: the fast run's {len(proposals)} evaluations again")
         s = replace(setting, mode=OPTIONS[name])
         try:
             t0 = time.perf_counter()
@@ -188,7 +186,7 @@ def run_benchmark(case: BenchCase, cache_dir=None, log=print, on_update=None) ->
             teacher_s = time.perf_counter() - t0
             rec = _Recorder(ev, True, extras)
             t0 = time.perf_counter()
-            rec(plans)
+            rec(proposals)
             wall = time.perf_counter() - t0
         except Exception as exc:  # an option that does not run here is reported, not hidden
             report["options"].append({"option": name, "error": f"{type(exc).__name__}: {exc}"[:300]})

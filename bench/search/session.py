@@ -1,0 +1,131 @@
+"""One Flexiffusion search from a preset, as plain values: :class:`SearchRequest` -> :func:`run_request`.
+
+``flexbench search`` parses its arguments into a request and prints; ``flexbench demo`` builds one in-process.  The
+request is checked before anything is written (budget below the cheapest candidate, a corrupted store, the same
+name with another setting), then Algorithm 1 runs over the results store (bench.search.driver)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+from .setup import G, search_config, space_of, text_condition
+
+DEFAULT_STORE = "runs/results.sqlite"
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """Everything a search takes (``None``: the preset's value)."""
+
+    preset: str
+    seed: int | None = None
+    name: str | None = None
+    store: str = DEFAULT_STORE
+    out: str | None = None
+    # the space
+    layout: str = "tile"
+    segments: tuple | str | None = None
+    branches: tuple | str | None = None
+    intervals: tuple | str | None = None
+    budget: float | None = None            # G avg MACs
+    model: str | None = None
+    # Algorithm 1 (B.2)
+    iterations: int | None = None
+    parents: int | None = None
+    children: int | None = None
+    population: int | None = None
+    max_tries: int | None = None
+    initial: int | None = None
+    n_m: int | None = None
+    # the evaluation
+    images: int | None = None
+    first_seed: int = 0
+    prompts: str | None = None             # a prompts file (text models)
+    guidance: float | None = None
+    fitness: str = "rfid"
+    weights: str | None = None
+    device: str = "cpu"
+    threads: int | None = None
+    batch_size: int = 250
+    compile: bool = False
+    channels_last: bool = False
+    dtype: str = "fp32"
+    executor: str = "local"
+    actors: int = 2
+    address: str | None = None
+    cache_dir: str | None = None
+
+    @classmethod
+    def from_namespace(cls, ns) -> "SearchRequest":
+        """The request of a parsed ``flexbench search`` command line."""
+        return cls(**{f.name: getattr(ns, f.name) for f in fields(cls) if hasattr(ns, f.name)})
+
+
+@dataclass
+class PreparedSearch:
+    request: SearchRequest
+    run: object          # bench.search.driver.SearchRun
+    setting: object      # bench.evaluation.setting.EvaluationSetting
+    cost: object         # bench.cost.schedule_cost.CostModel
+    out: Path
+
+    @property
+    def name(self) -> str:
+        return self.run.name
+
+    def describe(self) -> str:
+        r, s = self.run, self.setting
+        return (f"search {r.name}: {r.space.count():.3e} candidates, budget {r.budget / G:.4g} G avg MACs "
+                f"({100 * r.budget / self.cost.full_macs:.1f} % of the teacher), {s.n_images} images per candidate "
+                f"({s.fitness}), {r.config.iterations} iterations; store {self.request.store}")
+
+
+def prepare(req: SearchRequest) -> PreparedSearch:
+    """Space, budget, Algorithm 1 settings, evaluation setting and backend; every check before anything is written."""
+    from bench.evaluation.setting import EvaluationSetting, ExecutionMode
+    from bench.models import load_model
+
+    from . import driver
+    from .fitness import evaluator_backend
+    from .presets import get_preset
+
+    preset = get_preset(req.preset)
+    space, cost, budget = space_of(preset, layout=req.layout, segments=req.segments, branches=req.branches,
+                                   intervals=req.intervals, budget_g=req.budget, model=req.model)
+    config = search_config(preset, **{f.name: getattr(req, f.name) for f in fields(req) if f.name != "preset"})
+    driver.check_budget(space, cost.step_macs, budget)
+    driver.check_store_file(req.store)
+    name = req.name or f"{preset.name}-{space.layout}-s{config.seed}"
+    out = Path(req.out or Path("runs") / "search" / name)
+    images = req.images if req.images is not None else preset.images
+    bundle = load_model(preset.model, req.weights)  # its conditioning decides on prompts and guidance
+    prompts, guidance = text_condition(bundle, images, req.prompts, req.guidance)
+    setting = EvaluationSetting.for_images(
+        images, req.first_seed, model=preset.model, weights=req.weights, scheduler=preset.scheduler,
+        grid_length=space.grid, prompts=prompts, guidance=guidance, fitness=req.fitness,
+        batch_size=req.batch_size, device=req.device, threads=req.threads,
+        mode=ExecutionMode(req.compile, req.channels_last, req.dtype))
+    backend = evaluator_backend(setting, space, executor=req.executor, cache_dir=req.cache_dir,
+                                actors=req.actors, address=req.address)
+    run = driver.SearchRun(name, space, budget, config, cost.step_macs, backend, preset.name)
+    driver.check_store(req.store, run)
+    return PreparedSearch(req, run, setting, cost, out)
+
+
+def run_prepared(p: PreparedSearch, on_iteration: Callable | None = None, on_evaluation: Callable | None = None):
+    """Teacher first, then Algorithm 1 resuming from the store; ``(result, summary, fitness)``."""
+    from . import driver
+
+    backend = p.run.backend
+    try:
+        backend.prepare()
+        return driver.run_search(p.run, p.request.store, p.out, on_iteration, on_evaluation)
+    finally:
+        backend.close()
+
+
+def run_request(req: SearchRequest, on_iteration: Callable | None = None, on_evaluation: Callable | None = None):
+    """:func:`prepare` then :func:`run_prepared`: ``(prepared, result, summary, fitness)``."""
+    p = prepare(req)
+    return (p, *run_prepared(p, on_iteration, on_evaluation))
