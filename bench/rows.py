@@ -25,16 +25,14 @@ A row's store key (``row/<model>/<label>/<hash>``, :func:`bench.results.result_k
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable, ContextManager
+from dataclasses import asdict, dataclass
 
 import torch
 
 from flexiffusion.errors import UserError
-from flexiffusion.schedule import Plan
+from baselines.run import Run  # noqa: F401  (what a method hands measure(); re-exported)
 
 ROWS_VERSION = 3           # bump when what a row measures changes (new keys; old results stay readable)
                            # 2: text models costed at their own context length (was 77 tokens)
@@ -93,21 +91,6 @@ class RowSetting:
         from bench.generate import expand_prompts
 
         return expand_prompts(self.prompts, self.n_images)
-
-
-@dataclass
-class Run:
-    """One method ready to run: what :func:`measure` needs, nothing method-specific."""
-
-    method: str                       # registry name, e.g. "deepcache"
-    label: str                        # row label, e.g. "deepcache-N5-b3"
-    config: dict                      # the method's config as data (part of the key)
-    plan: Plan
-    scheduler: str | Callable         # a registry name or a factory (config, grid_length, device) -> scheduler
-    scheduler_name: str               # stored; for factories a description such as "ddim-subset"
-    macs: Callable[[], dict]          # {"paper": int, "complete": int}: U-Net MACs of one image
-    hooks: Callable[[], ContextManager] = contextlib.nullcontext   # attached while generating (ToMe, drops)
-    extra: dict = field(default_factory=dict)                       # stored with every row (e.g. the candidate)
 
 
 def _hash(obj) -> str:
@@ -281,7 +264,7 @@ def measure(bundle, run: Run, setting: RowSetting, store=None, cache_dir=None, p
 
 def _measured(bundle, run: Run, setting: RowSetting, key: str, cache_dir, progress: bool, bootstrap: int
               ) -> list[dict]:
-    from bench.cost.schedule_cost import avg_macs
+    from flexiffusion.schedule import avg_macs
 
     prompts = setting.prompt_list(bundle)
     rfid = teacher_rfid(bundle, setting, prompts, cache_dir, progress)

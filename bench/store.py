@@ -228,3 +228,30 @@ class ResultStore:
 
     def __getstate__(self):
         raise TypeError("a ResultStore holds a database connection: send its path and open it in the worker")
+
+
+def peek_meta(path, name: str | None) -> str | None:
+    """Check that ``path`` is a results store (or absent, or empty) and return its ``name`` metadata (None if absent),
+    writing nothing: the file is opened ``immutable`` (no lock, no -wal/-shm files created), so a check before a
+    run leaves no trace.  Such a reader does not see what a killed writer left in the write-ahead log."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    if path.is_dir():
+        raise UserError(f"results store {path} is a directory: give a file path, e.g. runs/results.sqlite")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+        try:
+            tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not tables:
+                return None
+            if not {"meta", "results", "rows"} <= tables:
+                raise sqlite3.DatabaseError("tables of another program")
+            db.execute("SELECT count(*) FROM rows").fetchone()
+            row = db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone() if name else None
+            return row[0] if row else None
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"results store {path} is corrupted or not a results store ({exc}): move it away or use "
+                        "another --store") from None

@@ -13,6 +13,14 @@ from typing import Iterable
 
 from .errors import UserError
 
+
+def avg_macs(total_macs: float, teacher_evaluations: int) -> float:
+    """Flexiffusion's avg MACs, the one definition: total MACs / the teacher's evaluations on the same grid (the
+    steps of the base grid; a table row's ``teacher_steps``), so the teacher's avg MACs is one full step."""
+    if teacher_evaluations < 1:
+        raise UserError(f"avg MACs over {teacher_evaluations} teacher evaluations: the grid needs at least one step")
+    return total_macs / teacher_evaluations
+
 FULL, PARTIAL, NULL = "full", "partial", "null"
 KINDS = (FULL, PARTIAL, NULL)
 

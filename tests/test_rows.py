@@ -103,7 +103,7 @@ def test_autodiffusion_row_and_stored_search(tmp_path, capsys, monkeypatch):
     assert _cli(tmp_path, *args) == 0
     assert "| autodiffusion-K2 | 2 |" in capsys.readouterr().out
     with ResultStore(tmp_path / "results.sqlite") as store:
-        (key,) = store.keys("autodiffusion-search:")
+        (key,) = store.keys("autodiffusion-search/")
         best = store.get(key)[0]["extra"]["candidate"]
         (row_key_,) = store.keys("row/")
         assert store.get(row_key_)[0]["extra"]["candidate"] == best

@@ -79,9 +79,10 @@ def search(bundle, config: AutoDiffusionConfig, fitness: Fitness | None = None, 
 
 def search_key(bundle, config: AutoDiffusionConfig) -> str:
     from bench.cache import stable_hash
+    from bench.results import result_key
 
     ident = {"v": SEARCH_VERSION, "model": bundle.name, "weights": bundle.weights_id, "config": asdict(config)}
-    return f"{SEARCH_EXPERIMENT}:{bundle.name}:K{config.k}:{stable_hash(json.loads(json.dumps(ident)))}"
+    return result_key(SEARCH_EXPERIMENT, bundle.name, f"K{config.k}", stable_hash(json.loads(json.dumps(ident))))
 
 
 def _result_rows(bundle, config: AutoDiffusionConfig, result: SearchResult) -> list[dict]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flexiffusion.errors import UserError
 from bench.search.setup import _ints
 
 

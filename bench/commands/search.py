@@ -6,9 +6,7 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from flexiffusion.errors import UserError
 from bench.search.setup import G, _ints, space_of
 from flexiffusion.search.space import LAYOUTS, count_under_budget
 

@@ -17,19 +17,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from flexiffusion.errors import UserError
-from flexiffusion.schedule import Plan, Step
+from flexiffusion.schedule import Plan, Step, avg_macs  # noqa: F401  (the one definition, re-exported)
 
 from .counting import COMPLETE, PAPER, G, check_convention
 from .macs import preset_table
 from .table import MacsTable
-
-
-def avg_macs(total_macs: float, teacher_evaluations: int) -> float:
-    """Flexiffusion's avg MACs, the one definition: total MACs / the teacher's evaluations on the same grid (the
-    steps of the base grid; a table row's ``teacher_steps``), so the teacher's avg MACs is one full step."""
-    if teacher_evaluations < 1:
-        raise UserError(f"avg MACs over {teacher_evaluations} teacher evaluations: the grid needs at least one step")
-    return total_macs / teacher_evaluations
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ def plan_cost_rows(store, preset: str, plan, scheduler: str, label: str, teacher
                                                   "teacher_steps": teacher_steps, "label": label}))
 
     def rows() -> list[dict]:
-        from bench.cost.schedule_cost import avg_macs
+        from flexiffusion.schedule import avg_macs
 
         values = {"nfe": plan.nfe, "grid": len(plan)}
         for conv in ("paper", "complete"):

@@ -146,34 +146,11 @@ def register(run: SearchRun, store) -> None:
 
 
 def _stored_search(path, name: str | None) -> str | None:
-    """Raise :class:`UserError` if ``path`` is not a results store; the ``search/<name>`` metadata if any.
+    """Raise :class:`UserError` if ``path`` is not a results store; the ``search/<name>`` metadata if any (read
+    without writing anything: :func:`bench.store.peek_meta`; :func:`register` checks again once the store is open)."""
+    from bench.store import peek_meta
 
-    The store is opened ``immutable`` (no lock, no -wal/-shm files created): nothing is written.  Such a reader
-    does not see what a killed writer left in the write-ahead log; :func:`register` checks again once the store is
-    open."""
-    import sqlite3
-
-    path = Path(path)
-    if not path.exists():
-        return None
-    if path.is_dir():
-        raise UserError(f"results store {path} is a directory: give a file path, e.g. runs/results.sqlite")
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
-        try:
-            tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if not tables:
-                return None
-            if not {"meta", "results", "rows"} <= tables:
-                raise sqlite3.DatabaseError("tables of another program")
-            db.execute("SELECT count(*) FROM rows").fetchone()
-            row = db.execute("SELECT value FROM meta WHERE name=?", (f"search/{name}",)).fetchone() if name else None
-            return row[0] if row else None
-        finally:
-            db.close()
-    except sqlite3.DatabaseError as exc:
-        raise UserError(f"results store {path} is corrupted or not a results store ({exc}): move it away or use "
-                        "another --store") from None
+    return peek_meta(path, f"search/{name}" if name else None)
 
 
 def check_store_file(path) -> None:

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
 from ..errors import UserError
-from ..schedule import Plan, Step
+from ..schedule import Plan, Step, avg_macs
 
 LAYOUTS = ("tile", "compact")
 SOLVERS = ("ddim", "dpm")
@@ -203,7 +203,7 @@ class SearchSpace:
 
     def avg_macs(self, candidate: Candidate, step_macs: Sequence[int]) -> float:
         """total MACs / T (the teacher's evaluations on its base grid), in the units of ``step_macs``."""
-        return sum(self.segment_cost(s, step_macs) for s in candidate) / self.grid
+        return avg_macs(sum(self.segment_cost(s, step_macs) for s in candidate), self.grid)
 
     def plan_cost(self, step_macs: Sequence[int]) -> Callable[[Plan], float]:
         """``cost(plan) -> avg MACs`` over the teacher's grid T for plans of this space (any layout)."""
@@ -213,7 +213,7 @@ class SearchSpace:
             total = 0
             for st in plan.steps:
                 total += step_macs[st.branch] if st.kind == "partial" else by_kind[st.kind]
-            return total / self.grid
+            return avg_macs(total, self.grid)
         return cost
 
     # ---- sampling ---------------------------------------------------------------------------------------------------
