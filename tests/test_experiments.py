@@ -68,45 +68,38 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def _put(store, key, label, values, n=200):
-    store.put(key, [{"experiment": "baselines", "method": label, "model": "embedded", "weights": "sha-x",
-                     "n_images": n, "seeds": f"0-{n - 1}", "device": "cpu", "threads": 1, "metric": m, "value": v,
-                     "extra": {"bootstrap": {"b": 50, "level": 0.95}}} for m, v in values.items()])
+def test_render_rows_the_real_writers_stored(tmp_path):
+    """The two rows of TINY measured by the row harness (10 images) and their paired comparison, rendered: values
+    with bootstrap intervals, the comparison's verdict, LaTeX / CSV / provenance / manifest from those rows."""
+    import re
 
-
-def test_render_a_tiny_store(tmp_path):
+    from bench.experiments.runner import Options, fill
     from reports.experiment import render
 
     spec = parse(TINY, "tiny", Path("tiny.toml"))
-    store = ResultStore(tmp_path / "s.sqlite")
-    _put(store, "kA", "A", {"nfe": 10, "avg_macs_paper_g": 0.0712, "fid": 58.964, "fid_sd": 4.0,
-                            "rfid": 3.5})
-    store.put("kB-cost", [{"experiment": "costs", "method": "B", "weights": "random", "metric": "nfe", "value": 10},
-                          {"experiment": "costs", "method": "B", "weights": "random", "metric": "avg_macs_paper_g",
-                           "value": 0.095}])
-    store.put("cmp", [{"experiment": "comparison", "method": "A - B", "metric": m, "value": v,
-                       "extra": {"significant": False, "level": 0.95, "b_resamples": 50}}
-                      for m, v in (("fid_diff", -1.5), ("fid_diff_low", -9.0), ("fid_diff_high", 6.0))])
-    cells = [Cell("A", "measured", ["kA"], plan=["f", "p1"] * 5),
-             Cell("B", "cost only", ["kB-cost"], command="flexbench experiment tiny --model x --weights PATH")]
-    out = render(spec, "embedded", cells, [Comparison("A", "B", "cmp")], store, tmp_path / "out").folder
-    md = (out / "table.md").read_text()
-    assert "| A " in md and "58.96 [51.12, 66.80]" in md and "0.0712" in md
-    assert "needs weights [1]" in md and "`flexbench experiment tiny --model x --weights PATH`" in md
-    assert "**not significant**" in md and "[-9.00, +6.00]" in md
-    b_line = next(line for line in md.splitlines() if line.startswith("| B "))
-    assert "0.095" in b_line and "needs weights" in b_line        # cost filled, quality not
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        cells, comparisons = fill(spec, store, Options("embedded", images=10, bootstrap=5, progress=False,
+                                                       cache_dir=str(tmp_path / "cache")))
+        assert [c.status for c in cells] == ["measured", "measured"] and comparisons[0].key
+        done = render(spec, "embedded", cells, comparisons, store, tmp_path / "out")
+        stored = {c.label: store.result(c.keys[-1]).values() for c in cells}
+    out, md = done.folder, done.markdown
+    assert md == (out / "table.md").read_text()
+    a_line = next(line for line in md.splitlines() if line.startswith("| A "))
+    fid = f"{stored['A']['fid']:.2f}"
+    assert re.search(re.escape(fid) + r" \[-?\d+\.\d\d, \d+\.\d\d\]", a_line), a_line
+    assert f"{stored['A']['nfe']:.0f}" in a_line and "needs weights" not in md
+    assert re.search(r"A vs B: ΔFID = [+-]\d+\.\d\d, 95% paired bootstrap interval .*\*\*(not )?significant\*\*", md)
     tex = (out / "table.tex").read_text()
-    assert r"\begin{tabular}" in tex and "58.96 [51.12, 66.80]" in tex
+    assert r"\begin{tabular}" in tex and fid in tex
     csv = (out / "table.csv").read_text()
-    assert "58.964" in csv and "cost only" in csv
+    assert repr(stored["A"]["fid"])[:8] in csv
     prov = json.loads((out / "provenance.json").read_text())
     a = prov["rows"][0]
-    assert a["id"] == "p1" and a["sources"][0]["key"] == "kA" and a["sources"][0]["n_images"] == 200
-    assert a["sources"][0]["weights"] == "sha-x" and a["sources"][0]["device"] == "cpu"
-    manifest = json.loads((out / "manifest.json").read_text())
-    files = {f["file"] for f in manifest["files"]}
-    assert {"table.md", "table.tex", "table.csv", "provenance.json"} <= files
+    assert a["id"] == "p1" and a["sources"][-1]["key"] == cells[0].keys[-1] and a["sources"][-1]["n_images"] == 10
+    assert a["sources"][-1]["device"] == "cpu" and a["sources"][-1]["weights"].startswith("embedded:")
+    files = {f["file"] for f in json.loads((out / "manifest.json").read_text())["files"]}
+    assert {"table.md", "table.tex", "table.csv", "provenance.json"} <= files and files == {f["file"] for f in done.files}
     assert all((out / f).exists() for f in files)
 
 
@@ -159,21 +152,22 @@ def test_an_experiment_end_to_end_on_the_embedded_model(tmp_path, monkeypatch):
     assert main(argv) == 0   # second run: everything reused
 
 
-def test_a_stored_search_becomes_the_flexiffusion_row(tmp_path):
+def test_a_stored_search_becomes_the_flexiffusion_row(tmp_path, searched_store):
+    from conftest import copy_store
+
     from bench.experiments.searched import searched_plan
 
-    with ResultStore(tmp_path / "s.sqlite") as store:
+    with ResultStore(tmp_path / "empty.sqlite") as store:
         assert searched_plan(store, "embedded-50") is None
-        for name, steps in (("embedded-50-tile-s0", ["f", "p1", "n"]), ("embedded-33-tile-s0", ["f", "n", "n"])):
-            store.put(f"flexiffusion-search/{name}", [{"experiment": "search", "method": "flexiffusion",
-                                                        "metric": "best_fitness", "value": 0.7,
-                                                        "plan": {"name": "best", "steps": steps, "fitness": 0.7},
-                                                        "extra": {"search": name}}])
+    source, best = searched_store
+    with ResultStore(copy_store(source, tmp_path / "s.sqlite")) as store:
         plan, name = searched_plan(store, "embedded-50")
-        assert name == "embedded-50-tile-s0" and plan.tokens() == ["f", "p1", "n"]
+        assert name == "embedded-50-tile-s0" and plan.tokens() == best[name]
+        plan, name = searched_plan(store, "embedded-41")
+        assert name == "other" and plan.tokens() == best["other"]
 
 
-def test_figD1_rows_name_their_restricted_searches(tmp_path):
+def test_figD1_rows_name_their_restricted_searches(tmp_path, searched_store):
     """Fig. D.1: one row per search with a dimension fixed; a missing one shows the exact command that fills it,
     a stored one (by its name, not just the preset's newest) becomes the row's plan."""
     from bench.experiments.runner import Options, fill, prepared_rows
@@ -189,12 +183,11 @@ def test_figD1_rows_name_their_restricted_searches(tmp_path):
         assert by["interval fixed"].status == "search"
         assert ("flexbench search --preset embedded-50 --seed 0 --intervals 2 --name figD1-fixed-interval "
                 "--store FILE") in by["interval fixed"].command
-        store.put("flexiffusion-search/other", [{"experiment": "search", "method": "flexiffusion",
-                                                 "metric": "best_fitness", "value": 0.7, "plan": {
-                                                     "name": "best", "steps": ["f"] * 100, "fitness": 0.7},
-                                                 "extra": {"search": "embedded-50-tile-s0"}}])
-        from bench.experiments.searched import searched_plan
+    from conftest import copy_store
 
+    from bench.experiments.searched import searched_plan
+
+    with ResultStore(copy_store(searched_store[0], tmp_path / "searched.sqlite")) as store:
         assert searched_plan(store, "embedded-50", "figD1-fixed-interval") is None  # another search's plan is not it
     with pytest.raises(UserError, match="search_name / search_args but no 'search'"):
         from bench.experiments.spec import parse
@@ -203,15 +196,12 @@ def test_figD1_rows_name_their_restricted_searches(tmp_path):
               '[[rows]]\nlabel = "x"\nmethod = "ddim"\nsearch_name = "y"\n', "t", tmp_path / "t.toml")
 
 
-def test_dry_run_reads_stored_searches_and_leaves_the_store_unchanged(tmp_path, capsys):
+def test_dry_run_reads_stored_searches_and_leaves_the_store_unchanged(tmp_path, capsys, searched_store):
     """A dry run on a store that holds a search shows the searched row as planned (not "run the search") and
     writes nothing: the store's bytes are unchanged and no file is added beside it."""
-    path = tmp_path / "s.sqlite"
-    with ResultStore(path) as store:
-        store.put("flexiffusion-search/embedded-50-tile-s0", [{"experiment": "search", "method": "flexiffusion",
-                                                              "metric": "best_fitness", "value": 0.7,
-                                                              "plan": {"name": "best", "steps": ["f", "p1"] * 50},
-                                                              "extra": {"search": "embedded-50-tile-s0"}}])
+    from conftest import copy_store
+
+    path = copy_store(searched_store[0], tmp_path / "s.sqlite")
     before, files = path.read_bytes(), sorted(tmp_path.iterdir())
     assert main(["experiment", "table2", "--dry-run", "--store", str(path), "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
@@ -220,7 +210,7 @@ def test_dry_run_reads_stored_searches_and_leaves_the_store_unchanged(tmp_path, 
     assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == files
 
 
-def test_rows_are_registry_methods_and_a_named_search_must_be_stored(tmp_path):
+def test_rows_are_registry_methods_and_a_named_search_must_be_stored(tmp_path, searched_store):
     """Every row is a registry experiment (a searched row: the flexiffusion method of its preset); a search the
     caller names (Options.searches, as ``flexbench demo`` does) that is not stored is one line naming it and the
     stored ones, before anything is written."""
@@ -231,20 +221,20 @@ def test_rows_are_registry_methods_and_a_named_search_must_be_stored(tmp_path):
     assert [e.method for e in rows.values()] == ["pattern", "random", "flexiffusion"]
     assert rows["handcrafted"].plan()[0].tokens()[:4] == ["f", "p3", "p3", "f"]
     assert rows["Flexiffusion (embedded-41)"].config.preset == "embedded-41"
-    path = tmp_path / "s.sqlite"
+    from conftest import copy_store
+
+    path = copy_store(searched_store[0], tmp_path / "s.sqlite")
     with ResultStore(path) as store:
-        store.put("flexiffusion-search/x", [{"experiment": "search", "method": "flexiffusion", "metric": "best_fitness",
-                                             "value": 0.7, "plan": {"name": "best", "steps": ["f", "p1"] * 50},
-                                             "extra": {"search": "embedded-41-tile-s0"}}])
+        keys = store.keys()
     before = path.read_bytes()
     with ResultStore(path) as store:
-        with pytest.raises(UserError, match=r"no stored search 'embedded-41-other' .*embedded-41-tile-s0"):
+        with pytest.raises(UserError, match=r"no stored search 'embedded-41-other' .*other"):
             fill(spec, store, Options("embedded", progress=False, searches={"embedded-41": "embedded-41-other"}))
-        assert store.keys() == ["flexiffusion-search/x"]
+        assert store.keys() == keys
         cells, _ = fill(spec, store, Options("embedded", dry_run=True, progress=False,
-                                             searches={"embedded-41": "embedded-41-tile-s0"}))
+                                             searches={"embedded-41": "other"}))
     assert path.read_bytes() == before
     by = {c.label: c for c in cells}
     assert by["Flexiffusion (embedded-41)"].status == "planned"
-    assert by["Flexiffusion (embedded-41)"].note == "best plan of search embedded-41-tile-s0"
-    assert by["Flexiffusion (embedded-41)"].plan == ["f", "p1"] * 50 and by["random"].status == "planned"
+    assert by["Flexiffusion (embedded-41)"].note == "best plan of search other"
+    assert by["Flexiffusion (embedded-41)"].plan == searched_store[1]["other"] and by["random"].status == "planned"

@@ -142,14 +142,7 @@ def test_pattern_and_random_are_registry_methods():
         Experiment.from_dict({"method": "random", "config": {"branches": "123"}})
 
 
-def _stored_search(store, name, steps, preset="embedded-50"):
-    store.put(f"flexiffusion-search/{name}", [{"experiment": "search", "method": "flexiffusion",
-                                                "metric": "best_fitness", "value": 0.7, "scheduler": "ddim",
-                                                "plan": {"name": "best", "steps": steps, "fitness": 0.7},
-                                                "extra": {"search": name}}])
-
-
-def test_flexiffusion_resolves_a_stored_search(tmp_path, bundle):
+def test_flexiffusion_resolves_a_stored_search(tmp_path, bundle, searched_store):
     """The flexiffusion method's plan is a stored search's best plan, read through the harness's context; a search
     that is not stored raises MissingInput naming it, the stored ones and the command that stores it."""
     from baselines.registry import Context, MissingInput
@@ -167,17 +160,20 @@ def test_flexiffusion_resolves_a_stored_search(tmp_path, bundle):
         with pytest.raises(MissingInput, match=r"no stored search of preset embedded-50 .*\(none\)") as missing:
             e.resolve(ctx)
         assert missing.value.command.startswith("flexbench search --preset embedded-50 --seed 0 --store FILE")
-        _stored_search(store, "embedded-50-tile-s0", ["f", "p1", "n", "f"])
-        _stored_search(store, "other", ["f"] * 4, preset="embedded-41")
+    from conftest import copy_store
+
+    source, best = searched_store
+    with ResultStore(copy_store(source, tmp_path / "searched.sqlite")) as store:
+        ctx = method_context(store, progress=False)
         r = e.resolve(ctx)
-        assert r.config.search == "embedded-50-tile-s0" and r.plan()[0].tokens() == ["f", "p1", "n", "f"]
+        assert r.config.search == "embedded-50-tile-s0" and r.plan()[0].tokens() == best["embedded-50-tile-s0"]
         assert r.describe() == "best plan of search embedded-50-tile-s0" and r.resolve(ctx) == r
         named = Experiment.from_dict({"method": "flexiffusion", "config": {"search": "other"}}).resolve(ctx)
-        assert named.plan() == (Plan.from_tokens(["f"] * 4), "ddim")
+        assert named.plan() == (Plan.from_tokens(best["other"]), "ddim")
         with pytest.raises(MissingInput, match=r"no stored search 'nope' .*embedded-50-tile-s0, other"):
             Experiment.from_dict({"method": "flexiffusion", "config": {"search": "nope"}}).resolve(ctx)
         run = e.build(bundle, ctx)
-        assert run.method == "flexiffusion" and run.label == "F" and run.plan.tokens() == ["f", "p1", "n", "f"]
+        assert run.method == "flexiffusion" and run.label == "F" and run.plan.tokens() == best["embedded-50-tile-s0"]
         assert run.config["config"]["search"] == "embedded-50-tile-s0" and run.scheduler == "ddim"
 
 
@@ -188,15 +184,14 @@ def _run_cli(tmp_path, *args):
                  "--store", str(tmp_path / "results.sqlite"), "--cache-dir", str(tmp_path / "cache")])
 
 
-def test_run_naming_a_search_that_is_not_stored_is_one_line_and_writes_nothing(tmp_path, capsys):
-    from bench.store import ResultStore
+def test_run_naming_a_search_that_is_not_stored_is_one_line_and_writes_nothing(tmp_path, capsys, searched_store):
+    from conftest import copy_store
 
     assert _run_cli(tmp_path, "flexiffusion", "--search", "nope") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no stored search 'nope'" in err[0] and "(none)" in err[0], err
     assert list(tmp_path.iterdir()) == []                    # neither the store nor the cache was created
-    with ResultStore(tmp_path / "results.sqlite") as store:
-        _stored_search(store, "embedded-50-tile-s0", ["f", "p1", "n", "f"])
+    copy_store(searched_store[0], tmp_path / "results.sqlite")
     before = (tmp_path / "results.sqlite").read_bytes()
     assert _run_cli(tmp_path, "flexiffusion", "--search", "nope") == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -208,13 +203,16 @@ def test_run_naming_a_search_that_is_not_stored_is_one_line_and_writes_nothing(t
 
 
 @pytest.mark.slow
-def test_run_a_stored_search_as_a_row(tmp_path, capsys):
-    from bench.store import ResultStore
+def test_run_a_stored_search_as_a_row(tmp_path, capsys, searched_store):
+    from conftest import copy_store
 
-    with ResultStore(tmp_path / "results.sqlite") as store:
-        _stored_search(store, "embedded-50-tile-s0", ["f", "p1", "n", "f"])
-    assert _run_cli(tmp_path, "flexiffusion", "--preset", "embedded-50") == 0
+    from bench.cli import main
+
+    copy_store(searched_store[0], tmp_path / "results.sqlite")
+    argv = ["run", "flexiffusion", "--images", "10", "--teacher-steps", "100", "--batch-size", "10", "--quiet",
+            "--store", str(tmp_path / "results.sqlite"), "--cache-dir", str(tmp_path / "cache")]
+    assert main(argv + ["--preset", "embedded-50"]) == 0
     out = capsys.readouterr().out
     assert "flexiffusion[embedded-50-tile-s0]" in out and "stored in" in out
-    assert _run_cli(tmp_path, "flexiffusion", "--search", "embedded-50-tile-s0", "--preset", "embedded-50") == 0
+    assert main(argv + ["--search", "embedded-50-tile-s0", "--preset", "embedded-50"]) == 0
     assert "reused from" in capsys.readouterr().out

@@ -201,7 +201,8 @@ def write_outputs(run: SearchRun, result: SearchResult, out: Path, store, search
     best = result.best
     rows = [{"experiment": "search", "method": "flexiffusion", "plan_digest": best.digest,
              "plan": plan_json(best), "grid": len(best.plan), **run.backend.fields,
-             "metric": m, "value": v, "extra": {"search": run.name, "pareto": [e.digest for e in pareto]}}
+             "metric": m, "value": v, "extra": {"search": run.name, "preset": run.preset,
+                                                  "pareto": [e.digest for e in pareto]}}
             for m, v in (("best_fitness", best.fitness), ("best_avg_macs", best.avg_macs),
                          ("best_nfe", best.plan.nfe), ("evaluated", len(result.evaluated)))]
     store.get_or_put(result_key(SEARCH_PREFIX, run.key()),
