@@ -57,7 +57,9 @@ def run(args) -> int:
 
         if not Path(args.weights).exists():
             raise UserError(f"--weights {args.weights}: no such folder (give the model's diffusers folder)")
-    opts = Options(model if (args.model or spec.name != "figB1") else None, args.weights, args.images, args.bootstrap, args.dry_run, progress=not args.quiet)
+    every_model = spec.measures == "branch-costs" and not args.model   # Fig. B.1: all its models at once
+    opts = Options(None if every_model else model, args.weights, args.images, args.bootstrap, args.dry_run,
+                   progress=not args.quiet)
     if args.dry_run:
         import contextlib
 

@@ -123,13 +123,8 @@ def fill(spec: ExperimentSpec, store, options: Options) -> tuple[list[Cell], lis
     have_weights = info.shipped or options.weights is not None
     command = fill_command(spec.name, model)
     cells: list[Cell] = []
-    if spec.name == "figB1":
-        if options.dry_run:
-            return [Cell(m, "planned") for m in spec.models], []
-        done = [(m, *_branch_key(store, m)) for m in ([options.model] if options.model else spec.models)]
-        return [Cell(m, "reused" if reused else "measured", [key]) for m, key, reused in done], []
-    if spec.name == "fig4":
-        return [_similarity_cell(spec, model, store, options, have_weights, command)], []
+    if spec.measures != "rows":
+        return PER_MODEL[spec.measures](spec, model, store, options, have_weights, command), []
     if spec.filled_by and not spec.rows:
         return _elsewhere(spec, store, model), []
     from baselines.registry import MissingInput
@@ -172,6 +167,14 @@ def _cost_key(store, preset, plan, sched, label, teacher_steps, model):
     from .costs import plan_cost_rows
 
     return plan_cost_rows(store, preset, plan, sched, label, teacher_steps, model)
+
+
+def _branch_cells(spec, model, store, options, have_weights, command) -> list[Cell]:
+    """Fig. B.1: the partial steps' MACs against their branch on each model's architecture (random weights)."""
+    if options.dry_run:
+        return [Cell(m, "planned") for m in spec.models]
+    done = [(m, *_branch_key(store, m)) for m in ([options.model] if options.model else spec.models)]
+    return [Cell(m, "reused" if reused else "measured", [key]) for m, key, reused in done]
 
 
 def _branch_key(store, model):
@@ -238,3 +241,9 @@ def _compare(spec, cells, store, options) -> list[Comparison]:
 
     by_label = {c.label: c for c in cells}
     return [compare_pair(a, b, by_label, store, options) for a, b in spec.compare]
+
+
+# spec.measures -> the cells of an experiment measured per model rather than per row
+PER_MODEL = {"branch-costs": _branch_cells,
+             "similarity": lambda spec, model, store, options, have_weights, command: [
+                 _similarity_cell(spec, model, store, options, have_weights, command)]}

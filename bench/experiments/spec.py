@@ -30,6 +30,8 @@ from .models import MODELS
 KINDS = ("table", "figure")
 PLOTS = ("none", "pareto", "branches", "similarity", "quality-vs-branch", "schedules")
 LAYOUTS = ("rows", "branches", "per-method")
+MEASURES = ("rows", "branch-costs", "similarity")   # rows: each [[rows]] entry's method (or filled_by's writer);
+                                                    # branch-costs: Fig. B.1 per model; similarity: Fig. 4 per model
 SPEC_DIR = Path(str(resources.files("bench.experiments") / "specs"))
 
 
@@ -63,6 +65,7 @@ class ExperimentSpec:
     group_by: list = field(default_factory=list)   # store row columns splitting those rows into table rows
     where: dict = field(default_factory=dict)      # store row column -> value: only those rows of ``source``
     layout: str = "rows"
+    measures: str = "rows"         # what fills the cells: the rows' methods, or a per-model measurement
     compare: list = field(default_factory=list)
     path: str = ""
 
@@ -112,6 +115,8 @@ def parse(text: str, name: str, path: Path, check_command=None) -> ExperimentSpe
         raise UserError(f"{path}: kind = {spec.kind!r}: choose one of {', '.join(KINDS)}")
     if spec.plot not in PLOTS:
         raise UserError(f"{path}: plot = {spec.plot!r}: choose one of {', '.join(PLOTS)}")
+    if spec.measures not in MEASURES:
+        raise UserError(f"{path}: measures = {spec.measures!r}: choose one of {', '.join(MEASURES)}")
     if spec.layout not in LAYOUTS:
         raise UserError(f"{path}: layout = {spec.layout!r}: choose one of {', '.join(LAYOUTS)}")
     bad = [m for m in spec.models if m not in MODELS]
