@@ -116,6 +116,47 @@ def row_key(bundle, run: Run, setting: RowSetting, bootstrap: int = 0) -> str:
     return result_key("row", _part(bundle.name), _part(run.label), _hash(json.loads(json.dumps(ident, default=str))))
 
 
+def latency_key(bundle, run: Run, setting: RowSetting) -> str:
+    """The key of a row's latency: what it ran (model, weights, method, plan, scheduler, the timed seeds, prompts and
+    guidance) and where (device, torch threads now): a latency is reused only on the same device and thread count."""
+    from bench.models import weights_identity
+    from bench.results import result_key
+
+    n = min(LATENCY_IMAGES, setting.n_images)
+    ident = {"rows": ROWS_VERSION, "model": bundle.name, "weights": weights_identity(bundle), "method": run.method,
+             "config": run.config, "plan": run.plan.digest(), "scheduler": run.scheduler_name,
+             "seeds": setting.seeds[:n], "prompts": list(setting.prompts[:n]), "guidance": setting.guidance_scale,
+             "warmup": LATENCY_WARMUP, "repeats": LATENCY_REPEATS, "device": str(bundle.device),
+             "threads": torch.get_num_threads()}
+    return result_key("latency", _part(bundle.name), _part(run.label), _hash(json.loads(json.dumps(ident, default=str))))
+
+
+def measure_latency(bundle, run: Run, setting: RowSetting, store=None) -> tuple[list[dict], bool]:
+    """``(rows, reused)``: the row's controlled latency (:func:`latency`) as its own result, from ``store`` when its
+    key (:func:`latency_key`) is there; a table measures it only when it shows a latency column."""
+    setting.validate()
+    key = latency_key(bundle, run, setting)
+
+    def compute():
+        prompts = setting.prompt_list(bundle)
+        threads = torch.get_num_threads()
+        timed = latency(bundle, run, setting, prompts)
+        lat = {"images": timed.batch_size, "warmup": LATENCY_WARMUP, "repeats": LATENCY_REPEATS,
+               "values_s": timed.values, "timer": "cuda-events" if bundle.device.type == "cuda" else "perf_counter"}
+        common = {"experiment": "latency", "method": run.label, "model": bundle.name, "weights": bundle.weights_id,
+                  "plan_digest": run.plan.digest(), "plan": run.plan.to_dict(), "scheduler": run.scheduler_name,
+                  "grid": len(run.plan), "n_images": timed.batch_size,
+                  "seeds": f"{setting.seed0}-{setting.seed0 + timed.batch_size - 1}",
+                  "device": str(bundle.device), "threads": threads, "extra": {"method": run.method, "latency": lat}}
+        return [{**common, "metric": "latency_s_per_image", "value": float(timed.per_image)},
+                {**common, "metric": "latency_iqr_s_per_image", "value": float(timed.iqr / timed.batch_size)}]
+
+    if store is None:
+        return compute(), False
+    result, reused = store.get_or_put(key, compute)
+    return list(result.rows), reused
+
+
 def _label_of(key: str) -> str:
     """The label part of a row key (names the row's cached features)."""
     return key.split("/")[-2]
@@ -250,16 +291,22 @@ def is_teacher(run: Run, setting: RowSetting) -> bool:
 
 
 def measure(bundle, run: Run, setting: RowSetting, store=None, cache_dir=None, progress: bool = True,
-            bootstrap: int = 0) -> tuple[list[dict], bool]:
+            bootstrap: int = 0, latency: bool = True) -> tuple[list[dict], bool]:
     """``(rows, reused)``: the run's rows, from ``store`` when its key is there, else measured (and stored).
-    ``bootstrap`` = B > 0 adds percentile intervals (95 %) of FID and rFID over B resamples of the images."""
+    ``bootstrap`` = B > 0 adds percentile intervals (95 %) of FID and rFID over B resamples of the images;
+    ``latency``: the controlled latency's rows too (:func:`measure_latency`, its own result)."""
     setting.validate()
     key = row_key(bundle, run, setting, bootstrap)
     if store is None:
-        return _measured(bundle, run, setting, key, cache_dir, progress, bootstrap), False
-    result, reused = store.get_or_put(key, lambda: _measured(bundle, run, setting, key, cache_dir, progress,
-                                                             bootstrap))
-    return list(result.rows), reused
+        rows, reused = _measured(bundle, run, setting, key, cache_dir, progress, bootstrap), False
+    else:
+        result, reused = store.get_or_put(key, lambda: _measured(bundle, run, setting, key, cache_dir, progress,
+                                                                 bootstrap))
+        rows = list(result.rows)
+    if latency:
+        timed, timed_reused = measure_latency(bundle, run, setting, store)
+        rows, reused = rows + timed, reused and timed_reused
+    return rows, reused
 
 
 def _measured(bundle, run: Run, setting: RowSetting, key: str, cache_dir, progress: bool, bootstrap: int
@@ -274,7 +321,6 @@ def _measured(bundle, run: Run, setting: RowSetting, key: str, cache_dir, progre
     else:
         rfid.teacher_features()  # the teacher's images are not part of the method's latency
         images, nfe, wall, threads = _generate(bundle, run, setting, prompts, progress)
-    timed = latency(bundle, run, setting, prompts)
     macs, teacher = run.macs(), teacher_macs(bundle)
     if setting.guidance_scale is not None:   # batched CFG: each call runs the conditional and unconditional half;
         macs = {**macs, "complete": 2 * macs["complete"]}     # the paper's convention counts batch 1 (SD: 338.76 G)
@@ -285,20 +331,16 @@ def _measured(bundle, run: Run, setting: RowSetting, key: str, cache_dir, progre
         values[f"macs_{conv}_g"] = macs[conv] / G
         values[f"avg_macs_{conv}_g"] = avg_macs(macs[conv], setting.teacher_steps) / G
         values[f"speedup_{conv}"] = teacher_total[conv] / macs[conv]
-    values["latency_s_per_image"] = timed.per_image
-    values["latency_iqr_s_per_image"] = timed.iqr / timed.batch_size
     values["generation_s_per_image"] = wall / setting.n_images
     values.update(quality(bundle, images, setting, rfid, prompts, cache_dir))
     if bootstrap:
         values.update(spread(images, setting, rfid, key, bootstrap, cache_dir))
-    lat = {"images": timed.batch_size, "warmup": LATENCY_WARMUP, "repeats": LATENCY_REPEATS,
-           "values_s": timed.values, "timer": "cuda-events" if bundle.device.type == "cuda" else "perf_counter"}
     common = {"experiment": EXPERIMENT, "method": run.label, "model": bundle.name, "weights": bundle.weights_id,
               "plan_digest": run.plan.digest(), "plan": run.plan.to_dict(), "scheduler": run.scheduler_name,
               "grid": len(run.plan), "n_images": setting.n_images,
               "seeds": f"{setting.seed0}-{setting.seed0 + setting.n_images - 1}",
               "device": str(bundle.device), "threads": threads,
-              "extra": {"method": run.method, "config": run.config, "setting": asdict(setting), "latency": lat,
+              "extra": {"method": run.method, "config": run.config, "setting": asdict(setting),
                         **run.extra,
                         **({"bootstrap": {"b": bootstrap, "level": 0.95, "interval": "normal", "over": "images"}} if bootstrap else {})}}
     return [{**common, "metric": m, "value": float(v)} for m, v in values.items()]

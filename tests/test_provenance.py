@@ -30,15 +30,21 @@ def test_row_records_its_threads_device_and_controlled_latency(tmp_path):
         assert not reused
         assert {r["threads"] for r in rows} == {other} and {r["device"] for r in rows} == {"cpu"}
         rec = as_record(rows)
-        lat = rows[0]["extra"]["latency"]
+        lat = next(r for r in rows if r["metric"] == "latency_s_per_image")["extra"]["latency"]
         assert lat["images"] == LATENCY_IMAGES and lat["warmup"] == LATENCY_WARMUP
         assert len(lat["values_s"]) == LATENCY_REPEATS and all(v > 0 for v in lat["values_s"])
         assert rec["latency_s_per_image"] == pytest.approx(statistics.median(lat["values_s"]) / LATENCY_IMAGES)
         assert rec["latency_iqr_s_per_image"] >= 0 and rec["generation_s_per_image"] > 0
-        again, reused = measure(bundle, run, setting, store, tmp_path, progress=False)  # read back, not re-timed
+        with num_threads(other):   # the same threads: read back, not re-timed
+            again, reused = measure(bundle, run, setting, store, tmp_path, progress=False)
         assert reused and as_record(again) == rec
         (key,) = store.keys("row/")
         assert key.startswith("row/embedded/") and key.split("/")[2] == run.label
+        (timed,) = store.keys("latency/")                  # the latency is its own result
+        assert {r["metric"] for r in store.get(timed)} == {"latency_s_per_image", "latency_iqr_s_per_image"}
+        assert "latency_s_per_image" not in {r["metric"] for r in store.get(key)}
+        lean, _ = measure(bundle, run, setting, store, tmp_path, progress=False, latency=False)
+        assert "latency_s_per_image" not in as_record(lean)
 
 
 def test_search_rows_record_the_evaluations_threads(tmp_path, capsys):

@@ -43,7 +43,8 @@ def test_rows_measured_stored_and_reused(bundle, tmp_path):
         assert rec["speedup_paper"] == pytest.approx(4 * paper[-1] / (2 * paper[-1] + 2 * paper[3]))
         assert rec["avg_macs_paper_g"] == pytest.approx(rec["macs_paper_g"] / 4)
         rows = store.get(row_key(bundle, run, SETTING))
-        assert len(rows) == len(rec) - 6 and {r["metric"] for r in rows} == METRICS  # one row per metric
+        assert len(rows) == len(rec) - 8 and {r["metric"] for r in rows} == METRICS - {
+            "latency_s_per_image", "latency_iqr_s_per_image"}  # one row per metric; latency: its own result
         assert all(r["n_images"] == 10 and r["seeds"] == "0-9" and r["experiment"] == "baselines" for r in rows)
 
         _, again, reused = _measure(bundle, data, store, cache)

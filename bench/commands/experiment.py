@@ -21,6 +21,10 @@ def register(sub) -> None:
     p.add_argument("--images", type=int, help="images per row (default: the experiment's)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for intervals (default 200)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--set", action="append", default=[], metavar="METHOD.FIELD=VALUE",
+                   help="override a config field of every row of METHOD (VALUE as JSON, else text; repeatable), "
+                        "e.g. autodiffusion.search_images=16 autodiffusion.evolution.epochs=1 for a smoke run: "
+                        "the rows' configs, and so their store keys, change")
     p.add_argument("--dry-run", action="store_true", help="say what would run; write nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -37,7 +41,7 @@ def _list() -> int:
 
 
 def run(args) -> int:
-    from bench.experiments.runner import Options, fill, resolve_model
+    from bench.experiments.runner import Options, fill, prepared_rows, resolve_model
     from bench.experiments.spec import known, load
 
     if args.list:
@@ -57,9 +61,11 @@ def run(args) -> int:
 
         if not Path(args.weights).exists():
             raise UserError(f"--weights {args.weights}: no such folder (give the model's diffusers folder)")
+    overrides = parse_overrides(args.set)
+    prepared_rows(spec, model, overrides=overrides)   # every row's config (with --set) checked before the store opens
     every_model = spec.measures == "branch-costs" and not args.model   # Fig. B.1: all its models at once
     opts = Options(None if every_model else model, args.weights, args.images, args.bootstrap, args.dry_run,
-                   progress=not args.quiet)
+                   progress=not args.quiet, overrides=overrides)
     if args.dry_run:
         import contextlib
 
@@ -101,3 +107,24 @@ def _read_only_store(path):
         store.close()
         return None
     return store
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["autodiffusion.evolution.epochs=1", ...]`` -> ``{"autodiffusion": {"evolution": {"epochs": 1}}}``."""
+    import json
+
+    out: dict = {}
+    for item in items:
+        path, eq, text = item.partition("=")
+        parts = path.split(".")
+        if not eq or len(parts) < 2 or not all(parts):
+            raise UserError(f"--set {item!r}: write METHOD.FIELD=VALUE, e.g. autodiffusion.search_images=16")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        node = out.setdefault(parts[0], {})
+        for p in parts[1:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out

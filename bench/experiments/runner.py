@@ -31,6 +31,16 @@ class Options:
     searches: dict = field(default_factory=dict)   # preset -> the search name its rows take (default: the newest)
     runs: dict | None = None   # when a dict: filled with label -> baselines.run.Run of each measured row
     bundle: object = None      # the model, already loaded by the caller (the runs' hooks act on its U-Net)
+    overrides: dict = field(default_factory=dict)  # method -> config fields merged into its rows' configs (e.g. a
+                                                   # smaller AutoDiffusion search: part of the rows' keys)
+
+
+def merged(config: dict, over: dict) -> dict:
+    """``config`` with ``over`` merged in (nested tables merged field by field)."""
+    out = dict(config)
+    for k, v in over.items():
+        out[k] = merged(out.get(k) or {}, v) if isinstance(v, dict) else v
+    return out
 
 
 def resolve_model(spec: ExperimentSpec, model: str | None) -> str:
@@ -41,7 +51,7 @@ def resolve_model(spec: ExperimentSpec, model: str | None) -> str:
     return model
 
 
-def _experiment(row, searches: dict):
+def _experiment(row, searches: dict, overrides: dict | None = None):
     """The registry experiment of a row (a ``search`` row: the ``flexiffusion`` method of its preset, taking the
     search ``searches`` names for the preset, else the row's ``search_name``, else the preset's newest)."""
     from baselines.registry import Experiment
@@ -50,13 +60,15 @@ def _experiment(row, searches: dict):
         config = {"preset": row.search, "search": searches.get(row.search) or row.search_name,
                   "search_args": row.search_args}
         return Experiment.from_dict({"method": "flexiffusion", "config": config, "label": row.label})
-    return Experiment.from_dict({"method": row.method, "config": row.config, "tome": row.tome, "label": row.label})
+    config = merged(row.config, (overrides or {}).get(row.method, {}))
+    return Experiment.from_dict({"method": row.method, "config": config, "tome": row.tome, "label": row.label})
 
 
-def prepared_rows(spec: ExperimentSpec, model: str, searches: dict | None = None) -> list[tuple]:
+def prepared_rows(spec: ExperimentSpec, model: str, searches: dict | None = None,
+                  overrides: dict | None = None) -> list[tuple]:
     """``(row, experiment)`` per row of ``spec`` on ``model`` (a ``search`` row's preset and search arguments those
     of the model; rows without a preset for the model drop out); every config and its plan checked (UserError).
-    ``searches``: preset -> the stored search its rows take."""
+    ``searches``: preset -> the stored search its rows take; ``overrides``: method -> config fields merged in."""
     from dataclasses import replace
 
     from bench.search.presets import get_preset
@@ -70,7 +82,7 @@ def prepared_rows(spec: ExperimentSpec, model: str, searches: dict | None = None
             get_preset(preset)
             args = row.search_args.get(model, "") if isinstance(row.search_args, dict) else row.search_args
             row = replace(row, search=preset, search_args=args)
-        exp = _experiment(row, searches or {})
+        exp = _experiment(row, searches or {}, overrides)
         exp.plan()   # a plan the config decides is checked now (a pattern's tokens, a DeepCache interval, ...)
         out.append((row, exp))
     return out
@@ -104,22 +116,29 @@ def _setting(spec, options, bundle):
                       guidance_scale=guidance)
 
 
+LATENCY_COLUMNS = {"latency_s_per_image", "latency_iqr_s_per_image"}
+
+
 def _quality(spec, row, exp, bundle, store, options, ctx):
-    from bench.rows import measure, row_key
+    """The row's keys (its controlled latency first when the table shows it, the measured row last), reused, plan."""
+    from bench.rows import latency_key, measure, row_key
 
     run = exp.build(bundle, ctx)
     setting = _setting(spec, options, bundle)
-    _, reused = measure(bundle, run, setting, store, options.cache_dir, options.progress, bootstrap=options.bootstrap)
+    timed = bool(LATENCY_COLUMNS & set(spec.columns))
+    _, reused = measure(bundle, run, setting, store, options.cache_dir, options.progress, bootstrap=options.bootstrap,
+                        latency=timed)
     if options.runs is not None:
         options.runs[row.label] = run
-    return row_key(bundle, run, setting, options.bootstrap), reused, run.plan
+    keys = ([latency_key(bundle, run, setting)] if timed else []) + [row_key(bundle, run, setting, options.bootstrap)]
+    return keys, reused, run.plan
 
 
 def fill(spec: ExperimentSpec, store, options: Options) -> tuple[list[Cell], list[Comparison]]:
     """Fill the missing cells of ``spec`` on ``options.model``; ``store`` may be None only with dry_run."""
     model = resolve_model(spec, options.model)
     info = get_model(model)
-    prepared = prepared_rows(spec, model, options.searches)
+    prepared = prepared_rows(spec, model, options.searches, options.overrides)
     have_weights = info.shipped or options.weights is not None
     command = fill_command(spec.name, model)
     cells: list[Cell] = []
@@ -156,10 +175,11 @@ def fill(spec: ExperimentSpec, store, options: Options) -> tuple[list[Cell], lis
             from bench.models import load_model
 
             bundle = load_model(info.loader, options.weights, device=options.device)
-        key, reused, run_plan = _quality(spec, row, exp, bundle, store, options, ctx)
+        quality_keys, reused, run_plan = _quality(spec, row, exp, bundle, store, options, ctx)
         # the measured row last (compare pairs read it there; the report lets it override the architecture's cost
         # cell: its MACs are counted on the model as it ran, ToMe applied, its real context length)
-        cells.append(Cell(row.label, "reused" if reused else "measured", keys + [key], "", note, run_plan.tokens()))
+        cells.append(Cell(row.label, "reused" if reused else "measured", keys + quality_keys, "", note,
+                          run_plan.tokens()))
     return cells, _compare(spec, cells, store, options)
 
 
