@@ -15,30 +15,17 @@ For each spec (``bench.experiments.spec.known()``) and each of its models that s
 No row is written by hand.  One store (and one teacher cache) per model is shared by all the specs of the module,
 so rows, teachers and searches are reused by key across specs (table10 then table5 read the same search).
 
-Tiers.  Times of this file's tests on 2 cores (shared store, so later specs reuse teachers and rows; load 0.3-1):
+Tiers (idle 2-core AMD EPYC host, shared store, so later specs reuse teachers and rows).  A row measures its
+controlled latency only where its table shows a latency column.
 
-* default tier, about 2.5 minutes together: figB1 on embedded (8 s) and embedded-t2i (3 s), fig4 (5 s), table6
-  (22 s), table10 (51 s, with one tiny embedded-41 search and its row), table5 (0.1 s: it renders table10's search;
-  it runs its own footnoted ``flexbench search`` only when run alone, 20 s), figD1 (61 s: four tiny searches, one
-  per restricted dimension, and their four 100-step rows).
-* slow tier (``pytest -m slow``), because no spec-level or CLI option makes their rows cheap at present:
-
-  - table2: its "AutoDiffusion 10" row runs AutoDiffusion's own default search inside ``flexbench experiment``
-    (config ``{k = 10}``: 256 images per evaluation, population 50, 10 epochs, about 450 evaluations: about two
-    hours on a CPU).  ``--images`` does not reach it and no flag or spec field shrinks it: it needs a smoke option
-    (e.g. search images / evolution sizes for rows that search).  Plus three searches and 12 rows.  Its own test
-    (``-k "not autodiffusion"`` leaves it out).
-  - table1 (175 s): three 250-step rows (teacher_steps = 250) plus the embedded-41 search's row.
-  - figH1 (174 s): nine DeepCache rows on 100 steps.
-  - table3 (146 s) and table7 (65 s after table3, which measured two of its rows): PLMS 50 with guidance on
-    embedded-t2i, plus a tiny embedded-t2i-27 search for table3.
-  - table4 (10 s, with a 3-candidate ablation) and table9 (0.1 s after it): tests/test_tables_from_writers.py
-    already renders them from ``flexbench ablation`` in the default tier, so here they are only in the slow tier.
-
-  Most of a measured row's time is its latency measurement (bench.rows.latency: 1 warm-up + 5 timed passes of 8
-  images on top of the row's own pass), which every row pays even where the spec shows no ``s/image`` column
-  (table1, figH1).  No CLI option sets the repeats: a smoke option there (or no latency for specs without that
-  column) would let table1, figH1, table3 and table7 join the default tier.
+* default tier, about 2 minutes together: figB1 on embedded and embedded-t2i, fig4, table6 (21 s), table10 (53 s,
+  with one tiny embedded-41 search and its row), table5 (renders table10's search), figD1 (25 s: four tiny searches,
+  one per restricted dimension, and their rows).
+* slow tier (``pytest -m slow``; ``.ci/run`` runs it after the default run), 7.6 minutes together: table2 (158 s:
+  three tiny searches, 12 rows, and AutoDiffusion's own search at smoke size through
+  ``flexbench experiment --set``), table3 (138 s) and table7 (64 s: PLMS 50 with guidance on embedded-t2i, a tiny
+  embedded-t2i-27 search), table1 (58 s: 250-step rows), figH1 (29 s: nine DeepCache rows), table4 / table9 (9 s;
+  tests/test_tables_from_writers.py renders them from ``flexbench ablation`` in the default tier too).
 """
 from __future__ import annotations
 
@@ -66,7 +53,13 @@ DEFAULT = [("figB1", "embedded"), ("figB1", "embedded-t2i"), ("fig4", "embedded"
            ("table10", "embedded"), ("table5", "embedded"), ("figD1", "embedded")]
 SLOW = [("table1", "embedded"), ("figH1", "embedded"), ("table3", "embedded-t2i"),
         ("table7", "embedded-t2i"), ("table4", "embedded"), ("table9", "embedded")]
-HOURS = [("table2", "embedded")]   # AutoDiffusion's default search inside the row: hours on a CPU
+HOURS = [("table2", "embedded")]   # AutoDiffusion's own search inside a row: smoke size via SPEC_FLAGS
+
+# per-spec smoke flags of `flexbench experiment` (rows that search inside them: the search at its smallest; the
+# overridden fields are part of the rows' config and key)
+SPEC_FLAGS = {"table2": ["--set", "autodiffusion.search_images=8", "--set",
+                         'autodiffusion.evolution={"population": 3, "top_k": 1, "mutation": 2, "crossover": 1, '
+                         '"epochs": 1, "stage1_epochs": 1, "ramp_epochs": 1}']}
 
 NUMBER = r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?"
 CELL_NUMBER = re.compile(rf"^{NUMBER}x?( \[{NUMBER}x?, {NUMBER}x?\])?$")
@@ -100,7 +93,7 @@ def stores(tmp_path_factory):
 
 def _render(name, model, store, out) -> tuple[list[str], list[dict[str, str]], dict[int, str], dict]:
     """Run and render ``name``: (headers, rows as {header: cell} with the label under "", footnotes, provenance)."""
-    _main(["experiment", name, "--model", model, *ROWS, "--store", store, "--out", out])
+    _main(["experiment", name, "--model", model, *ROWS, *SPEC_FLAGS.get(name, []), "--store", store, "--out", out])
     md = (out / name / "table.md").read_text()
     lines = [line for line in md.splitlines() if line.startswith("|")]
     split = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
@@ -198,7 +191,6 @@ def test_slow_spec_rendered_from_real_writers(name, model, stores, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name,model", HOURS)
 def test_spec_with_autodiffusion_rendered_from_real_writers(name, model, stores, tmp_path):
-    """table2: its "AutoDiffusion 10" row runs AutoDiffusion's default search ({k = 10}: 256 images per evaluation,
-    population 50, 10 epochs, about 450 evaluations), about two hours on a CPU, until a smoke option shrinks it.
-    Deselect it with ``-k "not autodiffusion"``."""
+    """table2: its "AutoDiffusion 10" row runs AutoDiffusion's own search, here at smoke size (``--set``: 8 images
+    per evaluation, population 3, one epoch; at the spec's defaults, 256 images and population 50, it takes hours)."""
     _fill_and_check(name, model, stores, tmp_path)
