@@ -23,11 +23,9 @@ TABLE_EVOLUTION = EvolutionConfig(population=10, top_k=3, mutation=5, crossover=
                                   stage1_epochs=2, ramp_epochs=1)
 TABLE_AUTODIFFUSION = AutoDiffusionConfig(search_images=96, evolution=TABLE_EVOLUTION)
 
-COLUMNS = [("nfe", "NFE", "{:.0f}"), ("avg_macs_paper_g", "avg MACs paper (G)", "{:.4f}"),
-           ("avg_macs_complete_g", "avg MACs complete (G)", "{:.4f}"), ("speedup_paper", "speed-up", "{:.2f}x"),
-           ("latency_s_per_image", "s/image", "{:.4f}"), ("fid", "FID", "{:.2f}"), ("rfid", "rFID", "{:.2f}"),
-           ("isc", "IS", "{:.2f}"), ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),
-           ("clip_score", "CLIP score", "{:.2f}")]
+# the paper's Table 2 columns, headers and formats from the one metric vocabulary (bench.results)
+COLUMNS = ["nfe", "avg_macs_paper_g", "avg_macs_complete_g", "speedup_paper", "latency_s_per_image", "fid", "rfid",
+           "isc", "precision", "recall", "clip_score"]
 
 
 def table2_experiments(steps: int = 100, branch: int = 3, plus=("C", "D"), small=(10,), ad_steps=(4, 6, 8, 10),
@@ -60,10 +58,12 @@ def table2_experiments(steps: int = 100, branch: int = 3, plus=("C", "D"), small
 
 def render_markdown(records: list[dict]) -> str:
     """A markdown table of flat records (the row harness's ``as_record``), the paper's Table 2 columns."""
-    cols = [c for c in COLUMNS if any(c[0] in r for r in records)]
-    lines = ["| method | " + " | ".join(h for _, h, _ in cols) + " |",
+    from bench.results import fmt, header
+
+    cols = [c for c in COLUMNS if any(c in r for r in records)]
+    lines = ["| method | " + " | ".join(header(c) for c in cols) + " |",
              "|---|" + "---|" * len(cols)]
     for r in records:
-        cells = [fmt.format(r[k]) if k in r else "" for k, _, fmt in cols]
+        cells = [fmt(c, r[c]) if c in r else "" for c in cols]
         lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

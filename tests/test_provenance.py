@@ -59,3 +59,9 @@ def test_search_rows_record_the_evaluations_threads(tmp_path, capsys):
     with ResultStore(store) as s:
         frame = s.frame()
     assert len(frame) and set(frame["threads"]) == {1} and set(frame["device"]) == {"cpu"}
+
+
+def test_the_latency_header_names_the_timed_batch():
+    from bench.results import header
+
+    assert header("latency_s_per_image") == f"s/image (batch {LATENCY_IMAGES})"

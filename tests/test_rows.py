@@ -127,8 +127,8 @@ def test_baselines_table_from_the_store(tmp_path, capsys):
     text = out.read_text()
     for label in ["DDIM 4 (teacher)", "DeepCache-A", "DeepCache-B", "DeepCache-C", "DeepCache-D"]:
         assert f"| {label} |" in text
-    for column in ["NFE", "avg MACs paper (G)", "avg MACs complete (G)", "speed-up", "s/image", "FID", "rFID", "IS",
-                   "precision", "recall"]:
+    for column in ["NFE", "avg MACs (G)", "avg MACs complete (G)", "speed-up (MACs)", "s/image (batch 8)", "FID",
+                   "rFID", "IS", "precision", "recall"]:
         assert f" {column} |" in text
     capsys.readouterr()
     assert main([*args, "--stored-only"]) == 0
