@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.experiments.cells import Cell, Comparison
 from bench.experiments.spec import known, load, parse
 from bench.store import ResultStore
 from flexiffusion.errors import UserError
