@@ -9,13 +9,15 @@ Metrics of a row (one store row each):
   (paper = fvcore at batch 1 without attention matmuls; complete = with them, doubled under CFG), counted by the
   method's own cost function on the model as it runs (ToMe applied, layers dropped);
 * ``avg_macs_paper_g`` / ``avg_macs_complete_g``: total / the teacher's number of steps (``teacher_steps``, the
-  table's "default number of time steps"; :func:`bench.cost.schedule_cost.avg_macs`, Flexiffusion's avg MACs);
+  table's "default number of time steps"; :func:`flexiffusion.schedule.avg_macs`, Flexiffusion's avg MACs);
   ``speedup_paper`` / ``speedup_complete`` = teacher total / method total (the paper: speed-up by MACs);
-* ``latency_s_per_image`` / ``latency_iqr_s_per_image``: a controlled measurement with the latency harness
-  (bench.cost.timing): the method generates the first ``LATENCY_IMAGES`` seeds as one batch, after
+* ``generation_s_per_image``: wall time of the row's generation pass / its images (the row's ``threads`` and
+  ``device`` are those it ran with);
+* its own result (:func:`measure_latency`, key :func:`latency_key`, which covers device and threads; measured only
+  where a table shows it): ``latency_s_per_image`` / ``latency_iqr_s_per_image``, a controlled measurement with the
+  latency harness (bench.cost.timing): the method generates the first ``LATENCY_IMAGES`` seeds as one batch, after
   ``LATENCY_WARMUP`` warm-up runs, ``LATENCY_REPEATS`` times; median and interquartile range per image (raw values
-  under ``extra["latency"]``); ``generation_s_per_image``: wall time of the row's generation pass / its images.
-  The row's ``threads`` and ``device`` are those both ran with;
+  under ``extra["latency"]``);
 * ``fid``, ``isc``, ``precision``, ``recall`` against the real data (``real``), ``rfid`` against the teacher
   (DDIM, ``teacher_steps`` full steps, the same seeds), ``clip_score`` for text models.
 

@@ -38,8 +38,8 @@ def _best(store, preset: str, name: str | None):
     """The newest stored best-plan row of the search ``name`` (else of ``preset``'s searches); None if none."""
     best = None
     for found, r in _newest(store).items():
-        # a search's preset as stored with it (stores from before it was: the default name's prefix)
-        stored_preset = (r["extra"] or {}).get("preset")
+        # a search's preset as registered with it (its search/<name> setting), else the default name's prefix
+        stored_preset = _preset_of(store, found)
         mine = found == name if name else (stored_preset == preset if stored_preset else found.startswith(f"{preset}-"))
         if mine and (best is None or r["created"] >= best["created"]):
             best = r

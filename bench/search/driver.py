@@ -201,8 +201,7 @@ def write_outputs(run: SearchRun, result: SearchResult, out: Path, store, search
     best = result.best
     rows = [{"experiment": "search", "method": "flexiffusion", "plan_digest": best.digest,
              "plan": plan_json(best), "grid": len(best.plan), **run.backend.fields,
-             "metric": m, "value": v, "extra": {"search": run.name, "preset": run.preset,
-                                                  "pareto": [e.digest for e in pareto]}}
+             "metric": m, "value": v, "extra": {"search": run.name, "pareto": [e.digest for e in pareto]}}
             for m, v in (("best_fitness", best.fitness), ("best_avg_macs", best.avg_macs),
                          ("best_nfe", best.plan.nfe), ("evaluated", len(result.evaluated)))]
     store.get_or_put(result_key(SEARCH_PREFIX, run.key()),
@@ -255,8 +254,7 @@ def search_cost_rows(run: SearchRun, result: SearchResult, store, search_s: floa
       evaluation shared with another search of the same evaluation setting counts with the seconds it took there);
       no value when the evaluations stored no seconds.
 
-    ``device`` and ``threads`` are the evaluation setting's where it names them (else the process's, filled in by
-    the store)."""
+    ``device`` and ``threads`` are those the evaluations ran with (the backend's fields)."""
     history = result.history
     evaluations = (history[0]["new_evaluations"] + sum(h["children"] for h in history[1:])) if history else None
     seconds, timed = 0.0, 0
@@ -265,10 +263,8 @@ def search_cost_rows(run: SearchRun, result: SearchResult, store, search_s: floa
         got = [r["value"] for r in rows if r["metric"] in EVAL_SECONDS and r["value"] is not None]
         seconds += sum(got)
         timed += bool(got)
-    describe = run.backend.describe or {}
     base = {"experiment": COST_EXPERIMENT, "method": "flexiffusion", "grid": run.space.grid,
-            **run.backend.fields,
-            **{c: describe[c] for c in ("device", "threads") if describe.get(c) is not None},
+            **run.backend.fields,   # model, weights, scheduler, seeds and the evaluations' device and threads
             "extra": {"search": run.name, "label": run.name, "preset": run.preset, "search_key": run.key(),
                       "computed_evaluations": computed, "timed_evaluations": timed}}
     values = {"resolution": _resolution(run.preset), "budget_g": run.budget / 1e9, "evaluations": evaluations,
