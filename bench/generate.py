@@ -57,12 +57,15 @@ def batch_condition(bundle: ModelBundle, seeds: Sequence[int], labels=None, prom
 
 
 def step_kwargs(scheduler, seeds: Sequence[int], eta: float = 0.0) -> dict:
-    """Keyword arguments of ``scheduler.step``: ``eta`` where it takes one, per-sample step noise when eta > 0."""
+    """Keyword arguments of ``scheduler.step``: ``eta`` where it takes one, per-sample step noise when eta > 0.
+
+    The step-noise generators are CPU generators whatever the model's device: diffusers' ``randn_tensor`` then draws
+    on the CPU and moves the noise to the model output's device, so step noise does not depend on the device."""
     kwargs = {}
     if accepts(scheduler, "eta"):
         kwargs["eta"] = eta
     if eta and accepts(scheduler, "generator"):
-        kwargs["generator"] = generators(seeds, STEP_NOISE)  # per-sample stream (seed, 1)
+        kwargs["generator"] = generators(seeds, STEP_NOISE, device="cpu")  # per-sample stream (seed, 1)
     return kwargs
 
 
@@ -120,6 +123,7 @@ def sample_batches(bundle: ModelBundle, plan: Plan, seeds: Sequence[int], *, sch
                 lo, chunk = starts[i], chunks[i]
                 cond = batch_condition(bundle, chunk, None if labels is None else labels[lo:lo + batch_size],
                                        None if prompts is None else prompts[lo:lo + batch_size], guidance_scale)
+                # drawn on the CPU per seed, then moved: the same noise on every device
                 noise = noise_for_seeds(chunk, bundle.sample_shape, device=device, dtype=dtype)
                 # one scheduler per batch for the whole plan: a resume loads the state's scheduler data into it
                 sched = make(bundle.scheduler_config, len(plan), device=device)

@@ -5,6 +5,11 @@ Each sample has numbered random streams: stream 0 (initial noise) is seeded with
 pipeline given ``torch.Generator().manual_seed(seed)`` is; stream k > 0 (e.g. the per-step noise of DDIM at
 eta > 0) with 64 bits drawn from numpy's ``SeedSequence((seed, k))``, a hash of the pair, so no (seed, stream) pair
 shares a generator seed with another (unlike ``seed + offset``, which collides once seeds reach the offset).
+
+Every stream is a CPU generator, whatever device the model runs on: a CUDA generator seeded alike draws other
+numbers (another algorithm, Philox), so noise drawn on the device would make images depend on it.  Initial noise is
+drawn on the CPU and moved (:func:`noise_for_seeds`); step noise (DDIM eta > 0, SDE solvers) is drawn by diffusers'
+``randn_tensor`` from these CPU generators on the CPU and then moved to the model output's device.
 """
 from __future__ import annotations
 
@@ -29,15 +34,29 @@ def stream_seed(seed: int, stream: int = INITIAL_NOISE) -> int:
 
 
 def generators(seeds: Sequence[int], stream: int = INITIAL_NOISE, device="cpu") -> list[torch.Generator]:
-    """One generator per sample for random stream ``stream`` (0: initial noise, 1: step noise, ...)."""
-    return [torch.Generator(device).manual_seed(stream_seed(s, stream)) for s in seeds]
+    """One CPU generator per sample for random stream ``stream`` (0: initial noise, 1: step noise, ...).
+
+    ``device`` must be the CPU (kept for callers that pass it): generators on another device would draw other
+    numbers for the same seeds, so a UserError says so."""
+    if torch.device(device).type != "cpu":
+        from .errors import UserError
+
+        raise UserError(f"per-sample generators live on the CPU (got device {str(device)!r}): noise is drawn there "
+                        "and moved, so that a seed gives the same image on every device")
+    return [torch.Generator("cpu").manual_seed(stream_seed(s, stream)) for s in seeds]
+
+
+def cpu_noise(seeds: Sequence[int], shape: Sequence[int], dtype=torch.float32) -> torch.Tensor:
+    """Standard normal noise of ``(len(seeds), *shape)`` on the CPU, one row per seed from its own generator (as
+    diffusers' ``randn_tensor`` draws with a list of CPU generators)."""
+    rows = [torch.randn((1, *shape), generator=g, dtype=dtype, device="cpu") for g in generators(seeds)]
+    return torch.cat(rows)
 
 
 def noise_for_seeds(seeds: Sequence[int], shape: Sequence[int], dtype=torch.float32, device="cpu") -> torch.Tensor:
-    """Standard normal noise of ``(len(seeds), *shape)``; drawn on the CPU as diffusers' ``randn_tensor`` does
-    with a list of generators, so the same seed gives the same noise as a diffusers pipeline."""
-    rows = [torch.randn((1, *shape), generator=g, dtype=dtype) for g in generators(seeds)]
-    return torch.cat(rows).to(device)
+    """:func:`cpu_noise` moved to ``device``: drawn on the CPU whatever the device, so the same seed gives the same
+    noise on every device (the copy is exact) and the same as a diffusers pipeline given CPU generators."""
+    return cpu_noise(seeds, shape, dtype).to(device)
 
 
 def parse_seeds(text: str) -> list[int]:

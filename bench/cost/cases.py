@@ -1,8 +1,11 @@
 """What a latency run times (:class:`LatencyCase`), what it returns (:class:`LatencyReport`), and the model it runs.
 
 A report records the case, the environment (:func:`flexiffusion.environment.environment`: device, threads,
-library versions, git commit) and raw measurements.  The process-wide preset U-Net (:meth:`Preset.build_unet`) is
-never moved or cast: a case on another device or dtype runs a private copy.
+library versions, git commit; :func:`flexiffusion.devices.describe`: the device's name and, on CUDA, its capability,
+CUDA / cuDNN versions and TF32 settings; the timer) and raw measurements.  A case's ``device`` is any ``--device``
+value (:func:`flexiffusion.devices.resolve_device`: ``auto``, ``cpu``, ``cuda``, ``cuda:N``).  The process-wide
+preset U-Net (:meth:`Preset.build_unet`) is never moved or cast: a case on another device or dtype runs a private
+copy.
 """
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from flexiffusion.devices import describe, resolve_device
+from flexiffusion.environment import environment
 from flexiffusion.errors import UserError
 
 from .timing import Measurement
@@ -23,7 +28,7 @@ class LatencyCase:
     preset: str
     batch_size: int = 16
     threads: int | None = 2          # torch intra-op threads on the CPU (None: leave as is)
-    device: str = "cpu"
+    device: str = "cpu"              # auto, cpu, cuda, cuda:N (flexiffusion.devices.resolve_device)
     dtype: str = "float32"
     warmup: int = 2
     repeats: int = 10
@@ -40,9 +45,13 @@ class LatencyCase:
             raise UserError(f"need repeats >= 1 and warmup >= 0, got {self.repeats} and {self.warmup}")
         if self.dtype not in ("float32", "float16", "bfloat16"):
             raise UserError(f"unknown dtype {self.dtype!r}: use float32, float16 or bfloat16")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError(f"device {self.device!r} requested but CUDA is not available here")
+        resolve_device(self.device)  # one UserError line: unknown name, no CUDA here, no such CUDA index
         return self
+
+    @property
+    def torch_device(self) -> torch.device:
+        """The resolved device (``cuda`` with its index)."""
+        return resolve_device(self.device)
 
 
 @dataclass
@@ -83,13 +92,20 @@ class LatencyReport:
         return pd.DataFrame(self.rows())
 
 
-def case_unet(preset, device: str, dtype: torch.dtype) -> torch.nn.Module:
+def report_environment(case: LatencyCase, timer, **extra) -> dict:
+    """The environment a report records: :func:`environment` (versions, threads, git commit) and the device's
+    :func:`describe` (name; on CUDA capability, CUDA / cuDNN versions, TF32 settings), the timer kind, ``extra``."""
+    device = case.torch_device
+    return {**environment(device, case.threads), **describe(device), "timer": timer.kind, **extra}
+
+
+def case_unet(preset, device: str | torch.device, dtype: torch.dtype) -> torch.nn.Module:
     """The preset's U-Net on ``device`` in ``dtype``.  The process-wide shared module when it already is there
     (used as is; the engine attaches its hooks around each timed call and detaches them), else a private copy:
     the shared module is never moved or cast."""
     shared = preset.build_unet()
     param = next(shared.parameters())
-    if param.device == torch.device(device) and param.dtype == dtype:
+    if param.device == resolve_device(device) and param.dtype == dtype:
         return shared
     return copy.deepcopy(shared).to(device=device, dtype=dtype)
 
@@ -101,9 +117,10 @@ def prepare(case: LatencyCase):
     preset = get_preset(case.preset)
     guided = preset.guidance if case.guidance is None else case.guidance
     dtype = getattr(torch, case.dtype)
-    unet = case_unet(preset, case.device, dtype)
+    device = case.torch_device
+    unet = case_unet(preset, device, dtype)
     calls = case.batch_size * (2 if guided else 1)
-    sample, t, kwargs = preset.example_inputs(batch_size=calls)
-    sample = sample.to(case.device, dtype)
-    kwargs = {k: v.to(case.device, dtype if v.is_floating_point() else v.dtype) for k, v in kwargs.items()}
-    return preset, unet, sample, t.to(case.device), kwargs, guided
+    sample, t, kwargs = preset.example_inputs(batch_size=calls)  # drawn on the CPU, then moved
+    sample = sample.to(device, dtype)
+    kwargs = {k: v.to(device, dtype if v.is_floating_point() else v.dtype) for k, v in kwargs.items()}
+    return preset, unet, sample, t.to(device), kwargs, guided

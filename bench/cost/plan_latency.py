@@ -5,10 +5,9 @@ from typing import Sequence
 
 import torch
 
-from flexiffusion.environment import environment
 from flexiffusion.threads import num_threads
 
-from .cases import LatencyCase, LatencyReport, prepare
+from .cases import LatencyCase, LatencyReport, prepare, report_environment
 from .timing import Measurement, Timer, time_round_robin
 
 
@@ -42,27 +41,26 @@ def measure_plans(case: LatencyCase, plans: Sequence, scheduler: str = "ddim") -
 
     case.validate()
     preset, unet, _, _, _, guided = prepare(case)
-    dtype = getattr(torch, case.dtype)
-    noise = torch.randn((case.batch_size, *preset.sample_shape),
-                        generator=torch.Generator().manual_seed(0)).to(case.device, dtype)
-    timer = Timer(case.device)
+    dtype, device = getattr(torch, case.dtype), case.torch_device
+    noise = torch.randn((case.batch_size, *preset.sample_shape),   # drawn on the CPU, then moved
+                        generator=torch.Generator().manual_seed(0)).to(device, dtype)
+    timer = Timer(case.torch_device)  # device synchronised before the start and after each timed call
     engine = StepEngine.attach(unet)
     try:
-        denoiser, cond = preset_denoiser(preset, unet, engine, guided, case.batch_size, case.device, dtype)
+        denoiser, cond = preset_denoiser(preset, unet, engine, guided, case.batch_size, device, dtype)
         fns = {}
         for plan in plans:
             plan.validate(engine.num_branches)
 
             def run(plan=plan):
-                sched = make_scheduler_for_grid(scheduler, dict(preset.scheduler_config), len(plan), case.device)
+                sched = make_scheduler_for_grid(scheduler, dict(preset.scheduler_config), len(plan), device)
                 sample(denoiser, sched, plan, noise, cond)
             fns[f"plan:{plan.name or plan.digest()}"] = run
         with num_threads(case.threads), torch.no_grad():
             timed = time_round_robin(fns, case.warmup, case.repeats, timer)
     finally:
         engine.detach()
-    report = LatencyReport(case, {**environment(case.device, case.threads), "guidance": guided,
-                                  "scheduler": scheduler})
+    report = LatencyReport(case, report_environment(case, timer, guidance=guided, scheduler=scheduler))
     for plan, (key, values) in zip(plans, timed.items()):
         report.measurements.append(Measurement(key, None, case.batch_size, values, calls=len(plan)))
     return report

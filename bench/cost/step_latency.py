@@ -10,11 +10,10 @@ import statistics
 
 import torch
 
-from flexiffusion.environment import environment
 from flexiffusion.errors import UserError
 from flexiffusion.threads import num_threads
 
-from .cases import LatencyCase, LatencyReport, prepare
+from .cases import LatencyCase, LatencyReport, prepare, report_environment
 from .timing import Measurement, Timer
 
 
@@ -28,7 +27,7 @@ def measure_steps(case: LatencyCase, progress: bool = False) -> LatencyReport:
 
     case.validate()
     preset, unet, sample, t, kwargs, guided = prepare(case)
-    timer = Timer(case.device)
+    timer = Timer(case.torch_device)  # device synchronised before the start and after each timed call
 
     def call():
         unet(sample, t, **kwargs, return_dict=False)
@@ -72,8 +71,7 @@ def measure_steps(case: LatencyCase, progress: bool = False) -> LatencyReport:
             if r >= case.warmup:
                 for key, v in timed.items():
                     values[key].append(v)
-    report = LatencyReport(case, {**environment(case.device, case.threads), "guidance": guided,
-                                  "unet_batch": int(sample.shape[0])})
+    report = LatencyReport(case, report_environment(case, timer, guidance=guided, unet_batch=int(sample.shape[0])))
     for (name, b), vs in values.items():
         report.measurements.append(Measurement(name, b, case.batch_size, vs))
     return report

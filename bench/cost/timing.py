@@ -1,7 +1,10 @@
 """Timing primitives in the manner of optimum-benchmark: a synchronised timer, round-robin repeats, robust summaries.
 
-On CUDA the timer records CUDA events around the call and synchronises before reading them; on the CPU it reads
-``time.perf_counter`` (the CPU kernels are synchronous).  Callables are timed round-robin (a, b, c, then again), so
+Every timed call is bracketed by :func:`flexiffusion.devices.synchronize` of the timer's device: before the start,
+so that no earlier queued work is counted, and after the call, so that the call's own kernels have finished before
+the clock stops (CUDA launches are asynchronous; on the CPU the hook is a no-op, its kernels are synchronous).  On
+CUDA the interval is read from CUDA events recorded on the device's current stream around the call, on the CPU from
+``time.perf_counter``.  Callables are timed round-robin (a, b, c, then again), so
 load that other processes put on a shared machine falls on all of them alike and their ratios stay meaningful.
 A :class:`Measurement` keeps the raw values with their median and interquartile range.
 """
@@ -14,26 +17,43 @@ from typing import Callable, Sequence
 
 import torch
 
+from flexiffusion.devices import synchronize
+
 
 class Timer:
-    """Times one call: CUDA events on a GPU (synchronised before reading), ``perf_counter`` on the CPU."""
+    """Times one call, the device synchronised before the start and after the call: CUDA events on a GPU,
+    ``perf_counter`` on the CPU.  ``sync``: the synchronisation hook (default :func:`synchronize` of ``device``)."""
 
-    def __init__(self, device: str | torch.device = "cpu"):
+    def __init__(self, device: str | torch.device = "cpu", sync: Callable[[], None] | None = None):
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
+        self._sync = sync
+
+    @property
+    def kind(self) -> str:
+        """What the values are read from: ``cuda-events`` or ``perf_counter``."""
+        return "cuda-events" if self.cuda else "perf_counter"
+
+    def sync(self) -> None:
+        if self._sync is not None:
+            self._sync()
+        else:
+            synchronize(self.device)
 
     def __call__(self, fn: Callable[[], object]) -> float:
+        self.sync()  # nothing queued before the start
         if self.cuda:
-            torch.cuda.synchronize(self.device)  # nothing queued before the start event
+            stream = torch.cuda.current_stream(self.device)
             start = torch.cuda.Event(enable_timing=True)
             stop = torch.cuda.Event(enable_timing=True)
-            start.record()
+            start.record(stream)
             fn()
-            stop.record()
-            stop.synchronize()
+            stop.record(stream)
+            self.sync()  # the call's kernels (on any stream of the device) have finished
             return start.elapsed_time(stop) / 1000.0
         t0 = time.perf_counter()
         fn()
+        self.sync()
         return time.perf_counter() - t0
 
 
