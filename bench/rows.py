@@ -19,7 +19,11 @@ Metrics of a row (one store row each):
   ``LATENCY_WARMUP`` warm-up runs, ``LATENCY_REPEATS`` times; median and interquartile range per image (raw values
   under ``extra["latency"]``);
 * ``fid``, ``isc``, ``precision``, ``recall`` against the real data (``real``), ``rfid`` against the teacher
-  (DDIM, ``teacher_steps`` full steps, the same seeds), ``clip_score`` for text models.
+  (DDIM, ``teacher_steps`` full steps, the same seeds), ``clip_score`` for text models.  ``real`` may be FID
+  statistics (an ``.npz`` with ``mu`` / ``sigma``, :mod:`bench.quality.statistics`): FID and IS as usual, while
+  precision / recall, which need the real images' features, store the text ``"needs real images"``
+  (:data:`bench.quality.reference.NEEDS_REAL_IMAGES`, what a table cell shows) and ``extra["quality_note"]`` says
+  why; a bootstrap spread of FID then resamples the generated images only (``extra["bootstrap"]["fid_over"]``).
 
 A row's store key (``row/<model>/<label>/<hash>``, :func:`bench.results.result_key`) covers the model weights
 (:func:`bench.models.weights_identity`), the method and its config, the plan, the scheduler and the
@@ -30,6 +34,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -62,6 +67,7 @@ class RowSetting:
     clip_model: str | None = None         # CLIP score model (None: the bundle's scoring CLIP, else ViT-B-32)
     clip_pretrained: str | None = None    # its weights tag or file (None: the bundle's, else "openai")
     guidance_scale: float | None = None   # classifier-free guidance of every row and the teacher (None: unguided)
+    extractor_weights: str | None = None  # the extractor's weights file (None: its default, looked up locally)
 
     def validate(self) -> "RowSetting":
         if self.n_images < MIN_ROW_IMAGES:
@@ -75,11 +81,29 @@ class RowSetting:
         return self
 
     def key_fields(self) -> dict:
-        """The setting as part of a row key (an unguided setting keys as before guidance was a field)."""
+        """The setting as part of a row key (an unguided setting keys as before guidance was a field, one without
+        extractor weights as before they were).  Extractor weights and a statistics file as ``real`` key by their
+        content (:func:`bench.quality.reference.file_identity`), not their path."""
+        from bench.quality.reference import file_identity
+        from bench.quality.statistics import is_statistics_path
+
         d = asdict(self)
-        if d["guidance_scale"] is None:
-            del d["guidance_scale"]
+        for name in ("guidance_scale", "extractor_weights"):
+            if d[name] is None:
+                del d[name]
+        if self.extractor_weights is not None:
+            d["extractor_weights"] = file_identity(self.extractor_weights)
+        if is_statistics_path(self.real) and Path(self.real).is_file():   # (a missing one fails when read)
+            d["real"] = f"statistics:{file_identity(self.real)}"
         return d
+
+    def reference(self):
+        """The :class:`bench.quality.reference.QualityReference` this setting measures against (prompts are the
+        setting's own, not a file)."""
+        from bench.quality.reference import QualityReference
+
+        return QualityReference(self.real, self.extractor, self.extractor_weights, self.clip_model,
+                                self.clip_pretrained)
 
     @property
     def seeds(self) -> list[int]:
@@ -231,15 +255,18 @@ def scoring_clip(bundle, setting: RowSetting) -> tuple[str, str]:
 
 
 def quality(bundle, images, setting: RowSetting, rfid, prompts, cache_dir=None) -> dict:
-    """FID / IS / precision / recall vs the real data, rFID vs the teacher, CLIP score for text models."""
+    """FID / IS / precision / recall vs the real data, rFID vs the teacher, CLIP score for text models.  Against a
+    statistics file precision and recall are :data:`~bench.quality.reference.NEEDS_REAL_IMAGES` (text)."""
     from bench.quality import fidelity
-    from bench.quality.sources import resolve_input
+    from bench.quality.reference import NEEDS_REAL_IMAGES, resolve_real
+    from bench.quality.statistics import ReferenceStatistics
 
-    real, label = resolve_input(setting.real, "real")
-    q = fidelity(images, real, ("fid", "isc", "prc"), extractor=setting.extractor, reference_source=label,
-                 cache_dir=cache_dir)
-    out = {"fid": q["fid"], "isc": q["isc_mean"], "precision": q["precision"], "recall": q["recall"],
-           "rfid": rfid.score_images(images)["rfid"]}
+    real, label = resolve_real(setting.real, "real")
+    stats = isinstance(real, ReferenceStatistics)
+    q = fidelity(images, real, ("fid", "isc") if stats else ("fid", "isc", "prc"), extractor=rfid.extractor,
+                 reference_source=label, cache_dir=cache_dir)
+    out = {"fid": q["fid"], "isc": q["isc_mean"], "precision": q.get("precision", NEEDS_REAL_IMAGES),
+           "recall": q.get("recall", NEEDS_REAL_IMAGES), "rfid": rfid.score_images(images)["rfid"]}
     if prompts is not None:
         from bench.quality import ClipScorer
 
@@ -254,7 +281,7 @@ def teacher_rfid(bundle, setting: RowSetting, prompts, cache_dir=None, progress:
     return relative_fid(bundle, setting.seeds, setting.teacher_steps, scheduler="ddim", prompts=prompts,
                         guidance_scale=setting.guidance_scale,
                         gen_batch_size=setting.batch_size, progress=progress, extractor=setting.extractor,
-                        cache_dir=cache_dir)
+                        weights_path=setting.extractor_weights, cache_dir=cache_dir)
 
 
 def spread(images, setting: RowSetting, rfid, key: str, b: int, cache_dir=None) -> dict:
@@ -262,16 +289,25 @@ def spread(images, setting: RowSetting, rfid, key: str, b: int, cache_dir=None) 
     the cache under the row key (stage ``row-features``) for paired comparisons between rows."""
     from bench.cache import Cache
     from bench.quality import FeatureSet, as_images
-    from bench.quality.bootstrap import DEFAULT_LEVEL, bootstrap_fid
-    from bench.quality.sources import resolve_input
+    from bench.quality.bootstrap import DEFAULT_LEVEL, bootstrap_fid, bootstrap_fid_statistics
+    from bench.quality.reference import resolve_real
+    from bench.quality.statistics import ReferenceStatistics
 
     layer = rfid.layer
     mine = FeatureSet(as_images(images, "method"), rfid.extractor, [layer]).features(layer)
-    real, label = resolve_input(setting.real, "real")
-    ref = FeatureSet(real, rfid.extractor, [layer], source=label, cache=Cache(cache_dir)).features(layer)
+    real, label = resolve_real(setting.real, "real")
     Cache(cache_dir).save("row-features", {"row": key}, mine, _label_of(key))
     out = {}
+    if isinstance(real, ReferenceStatistics):   # no real features: resample the generated images only
+        real.require_dim(mine.shape[1], rfid.extractor.name)
+        s = bootstrap_fid_statistics(mine, real.as_dict(), b=b, level=DEFAULT_LEVEL)
+        out.update({"fid_low": s.low, "fid_high": s.high, "fid_sd": s.sd})
+        ref = None
+    else:
+        ref = FeatureSet(real, rfid.extractor, [layer], source=label, cache=Cache(cache_dir)).features(layer)
     for name, other in (("fid", ref), ("rfid", rfid.teacher_features().features(layer))):
+        if other is None:
+            continue
         s = bootstrap_fid(mine, other, b=b, level=DEFAULT_LEVEL, resample_reference=name == "fid")
         out.update({f"{name}_low": s.low, f"{name}_high": s.high, f"{name}_sd": s.sd})
     return out
@@ -313,6 +349,7 @@ def measure(bundle, run: Run, setting: RowSetting, store=None, cache_dir=None, p
 
 def _measured(bundle, run: Run, setting: RowSetting, key: str, cache_dir, progress: bool, bootstrap: int
               ) -> list[dict]:
+    from bench.quality.reference import STATISTICS_NOTE
     from flexiffusion.schedule import avg_macs
 
     prompts = setting.prompt_list(bundle)
@@ -337,15 +374,20 @@ def _measured(bundle, run: Run, setting: RowSetting, key: str, cache_dir, progre
     values.update(quality(bundle, images, setting, rfid, prompts, cache_dir))
     if bootstrap:
         values.update(spread(images, setting, rfid, key, bootstrap, cache_dir))
+    missing = sorted(m for m, v in values.items() if isinstance(v, str))   # not measurable against statistics
+    boot = {"b": bootstrap, "level": 0.95, "interval": "normal", "over": "images"}
+    if bootstrap and missing:
+        boot["fid_over"] = "generated images only (the real data is a statistics file)"
     common = {"experiment": EXPERIMENT, "method": run.label, "model": bundle.name, "weights": bundle.weights_id,
               "plan_digest": run.plan.digest(), "plan": run.plan.to_dict(), "scheduler": run.scheduler_name,
               "grid": len(run.plan), "n_images": setting.n_images,
               "seeds": f"{setting.seed0}-{setting.seed0 + setting.n_images - 1}",
               "device": str(bundle.device), "threads": threads,
               "extra": {"method": run.method, "config": run.config, "setting": asdict(setting),
-                        **run.extra,
-                        **({"bootstrap": {"b": bootstrap, "level": 0.95, "interval": "normal", "over": "images"}} if bootstrap else {})}}
-    return [{**common, "metric": m, "value": float(v)} for m, v in values.items()]
+                        **run.extra, **({"bootstrap": boot} if bootstrap else {}),
+                        **({"quality_note": f"{STATISTICS_NOTE} ({setting.real})", "not_measured": missing}
+                           if missing else {})}}
+    return [{**common, "metric": m, "value": v if isinstance(v, str) else float(v)} for m, v in values.items()]
 
 
 def as_record(rows: list[dict]) -> dict:

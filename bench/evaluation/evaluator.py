@@ -15,6 +15,9 @@ are bit-identical to sampling it from noise (tested) and so is its fitness: an e
 value read back from the results store equals a recomputed one.  The distance against fixed reference statistics
 is :class:`~bench.evaluation.frechet.FixedReferenceFID` (the reference's covariance root computed once).
 
+Fitness ``fid`` reads the setting's ``real``: a named source or folder (its features cached), or FID statistics (an
+``.npz`` with ``mu`` / ``sigma``, :mod:`bench.quality.statistics`) used as they are.
+
 Per-plan extras (:class:`PlanExtras`) let other methods use the same machinery: a scheduler factory (AutoDiffusion's
 timestep subsets) and a hook active while the plan samples (its layer drops); their ``tag`` scopes prefix reuse,
 and their ``tokens`` (one per step) replace the plan's tokens as prefix keys where a step's tokens alone do not
@@ -94,7 +97,8 @@ class Evaluator:
         with num_threads(setting.threads):
             self.bundle = load_model(setting.model, setting.weights, device=setting.device)
             execution.prepare(self.bundle.unet, setting.mode)
-            self.extractor = Extractor(setting.extractor, cuda=torch.device(setting.device).type == "cuda")
+            self.extractor = Extractor(setting.extractor, setting.extractor_weights,
+                                       cuda=torch.device(setting.device).type == "cuda")
         self.layer = self.extractor.layer_for("fid")
         if self.layer is None:
             raise UserError(f"feature extractor {setting.extractor!r} provides no FID layer")
@@ -130,9 +134,14 @@ class Evaluator:
                 if self.setting.fitness == "fid":
                     from bench.cache import Cache
                     from bench.quality.features import FeatureSet
-                    from bench.quality.sources import resolve_input
+                    from bench.quality.reference import fid_dim_of, resolve_real
+                    from bench.quality.statistics import ReferenceStatistics
 
-                    real, label = resolve_input(self.setting.real, "real")
+                    real, label = resolve_real(self.setting.real, "real")
+                    if isinstance(real, ReferenceStatistics):   # FID against a statistics file (mu, sigma)
+                        real.require_dim(fid_dim_of(self.extractor)[1], self.extractor.name)
+                        self._reference = FixedReferenceFID(real.as_dict())
+                        return self._reference
                     fs = FeatureSet(real, self.extractor, [self.layer], source=label,
                                     cache=Cache(self.cache_dir), batch_size=self.setting.batch_size)
                 else:

@@ -11,7 +11,7 @@ def relative_fid(bundle, seeds, grid_length: int, *, scheduler: str = "ddim", gu
                  labels=None, plan=None, gen_batch_size: int = 64, progress: bool = False, **kwargs) -> RelativeFID:
     """rFID of plans on ``bundle`` against its teacher on a ``grid_length``-step grid (``plan``: a custom teacher
     plan, default all full steps), sampled by :func:`bench.generate.generate_images` with the teacher's seeds.
-    ``kwargs`` go to :class:`RelativeFID` (extractor, cache_dir, ...)."""
+    ``kwargs`` go to :class:`RelativeFID` (extractor, its weights_path, cache_dir, ...)."""
     seeds = tuple(int(s) for s in seeds)
     spec = TeacherSpec.of_bundle(bundle, seeds, grid_length, scheduler=scheduler, guidance_scale=guidance_scale,
                                  prompts=prompts, labels=labels, plan=plan)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from flexiffusion.errors import UserError
 
@@ -56,6 +57,7 @@ class EvaluationSetting:
     device: str = "cpu"
     threads: int | None = None            # torch threads while evaluating (part of the key: kernels may block
                                           # differently with another count)
+    extractor_weights: str | None = None  # the extractor's weights file (None: its default, looked up locally)
 
     def __post_init__(self):
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
@@ -99,17 +101,34 @@ class EvaluationSetting:
         d = asdict(self)
         if not d["prompts"]:
             del d["prompts"]  # settings without prompts keep the keys they had before prompts existed
+        if d["extractor_weights"] is None:
+            del d["extractor_weights"]  # and those without extractor weights the keys from before that field
         return d
 
     def key(self) -> str:
-        """Stable hash of the setting, the model weights' identity and the extractor's fingerprint."""
+        """Stable hash of the setting, the model weights' identity and the extractor's fingerprint.  Extractor
+        weights and a statistics file as ``real`` count by their content (sha256), not their path."""
         from bench.cache import stable_hash
+        from bench.quality.reference import file_identity
+        from bench.quality.statistics import is_statistics_path
 
         d = self.to_dict()
         d["seeds"] = stable_hash(list(self.seeds))
+        if self.extractor_weights is not None:
+            d["extractor_weights"] = file_identity(self.extractor_weights)
+        if is_statistics_path(self.real) and Path(self.real).is_file():   # (a missing one fails when read)
+            d["real"] = f"statistics:{file_identity(self.real)}"
         d.update(weights_identity=weights_identity(self.model, self.weights),
-                 extractor_identity=extractor_identity(self.extractor), fitness_version=FITNESS_VERSION)
+                 extractor_identity=extractor_identity(self.extractor, self.extractor_weights),
+                 fitness_version=FITNESS_VERSION)
         return stable_hash(d)
+
+    def reference(self):
+        """The :class:`bench.quality.reference.QualityReference` of this setting's features (no CLIP: fitness
+        has none)."""
+        from bench.quality.reference import QualityReference
+
+        return QualityReference(self.real, self.extractor, self.extractor_weights)
 
 
 @functools.lru_cache(maxsize=None)
@@ -122,7 +141,8 @@ def weights_identity(model: str, weights: str | None) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def extractor_identity(name: str) -> str:
+def extractor_identity(name: str, weights: str | None = None) -> str:
+    """``name:fingerprint`` of the extractor's parameters (with ``weights``: that file's), once per process."""
     from bench.quality.extractors import Extractor
 
-    return f"{name}:{Extractor(name, cuda=False).fingerprint}"
+    return f"{name}:{Extractor(name, weights, cuda=False).fingerprint}"

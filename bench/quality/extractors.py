@@ -30,11 +30,15 @@ class ExtractorSpec:
     in_channels: int | None = None  # 3: single-channel images are repeated to RGB; None: passed unchanged
     weights_files: tuple[str, ...] = ()  # one of these must exist locally (no downloads)
     module: str | None = None  # importing it registers the extractor with torch-fidelity
+    fid_layer: str | None = None  # its FID layer and that layer's feature dimension, known without building it
+    fid_dim: int | None = None    # (bench.quality.reference checks statistics files against them; tested)
 
 
 KNOWN_EXTRACTORS: dict[str, ExtractorSpec] = {
-    "inception-v3-compat": ExtractorSpec(in_channels=3, weights_files=INCEPTION_WEIGHTS),
-    "digits-cnn": ExtractorSpec(module="bench.embedded.extractor"),  # takes 1 or 3 channels itself
+    "inception-v3-compat": ExtractorSpec(in_channels=3, weights_files=INCEPTION_WEIGHTS, fid_layer="2048",
+                                         fid_dim=2048),
+    "digits-cnn": ExtractorSpec(module="bench.embedded.extractor", fid_layer="features",
+                                fid_dim=128),  # takes 1 or 3 channels itself
 }
 
 

@@ -79,15 +79,52 @@ def fidelity_from_features(fs1: FeatureSet, fs2: FeatureSet | None, metrics, lay
     return out
 
 
+def fid_against_statistics(stats: dict, reference, extractor: str = "") -> float:
+    """FID of candidate statistics ``{"mu", "sigma"}`` against a :class:`ReferenceStatistics` (float64 both sides;
+    a dimension mismatch is one UserError line)."""
+    import numpy as np
+
+    mu = np.asarray(stats["mu"], np.float64)
+    reference.require_dim(int(mu.shape[0]), extractor or "the extractor")
+    return fid_from_statistics({"mu": mu, "sigma": np.asarray(stats["sigma"], np.float64)}, reference.as_dict())
+
+
+def _fidelity_vs_statistics(input1, stats, metrics, extractor, weights_path, batch_size, cuda, value_range) -> dict:
+    unavailable = [m for m in metrics if m in BINARY and m != "fid"]
+    if unavailable:
+        raise UserError(f"{', '.join(m.upper() for m in unavailable)} need the real images' features, not a "
+                        f"statistics file ({stats.path}): pass a folder of real images (FID and IS work with the file)")
+    images1 = as_images(input1, "input1", value_range)
+    check_counts(metrics, images1, None)
+    ex = extractor if isinstance(extractor, Extractor) else Extractor(extractor, weights_path, cuda)
+    layers = layers_for(ex, metrics)
+    fs1 = FeatureSet(images1, ex, layers.values(), batch_size=batch_size)
+    out = fidelity_from_features(fs1, None, [m for m in metrics if m != "fid"], layers)
+    if "fid" in metrics:
+        out["fid"] = fid_against_statistics(fs1.statistics(layers["fid"]), stats, ex.name)
+    if stats.n_images is not None:
+        out["n_reference"] = stats.n_images
+    return out
+
+
 def fidelity(input1, input2=None, metrics=("fid",), *, extractor: str | Extractor = DEFAULT_EXTRACTOR,
              weights_path=None, reference_source: str | None = "input2", batch_size: int = 64,
              cuda: bool | None = None, cache_dir=None, cache: bool = True, value_range=(0.0, 1.0)) -> dict:
     """FID / KID / precision-recall / IS of ``input1`` against ``input2`` (tensors or folders).
 
     ``input2`` is the reference: its features and statistics are cached under ``reference_source`` (None: not
-    cached).  Inputs are validated before anything is extracted or written.
+    cached).  It may also be FID statistics (an ``.npz`` path or a :class:`ReferenceStatistics`): then FID and IS
+    only (KID and precision / recall need the real features: one UserError line).  Inputs are validated before
+    anything is extracted or written.
     """
+    from .statistics import ReferenceStatistics, is_statistics_path, load_statistics
+
     metrics = check_metrics(metrics)
+    if is_statistics_path(input2):
+        input2 = load_statistics(input2, flag="input2")
+    if isinstance(input2, ReferenceStatistics):
+        return _fidelity_vs_statistics(input1, input2, metrics, extractor, weights_path, batch_size, cuda,
+                                       value_range)
     images1 = as_images(input1, "input1", value_range)
     images2 = None if input2 is None else as_images(input2, "input2", value_range)
     if images2 is None and any(m in BINARY for m in metrics):

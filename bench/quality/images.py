@@ -20,6 +20,8 @@ from flexiffusion.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CHANNELS = (1, 3)
+GRAY_MODES = ("L", "1", "I;16", "I", "F")        # PIL modes read as one channel; every other mode as RGB
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")  # modes with transparency (refused as an FID reference)
 
 
 class ImageSet(Dataset):
@@ -76,7 +78,7 @@ class FolderImages(ImageSet):
         shapes = {}
         for p in files:  # headers only: PIL reads size and mode without decoding pixels
             with Image.open(p) as im:
-                shapes.setdefault((1 if im.mode in ("L", "1", "I;16", "I", "F") else 3, im.height, im.width), p)
+                shapes.setdefault((1 if im.mode in GRAY_MODES else 3, im.height, im.width), p)
         if len(shapes) > 1:
             desc = "; ".join(f"{s} e.g. {p.name}" for s, p in shapes.items())
             raise UserError(f"{name or folder}: images of different sizes or channel counts in {folder}: {desc}")

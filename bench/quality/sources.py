@@ -35,10 +35,41 @@ SOURCES: dict[str, Callable[[], torch.Tensor]] = {
 }
 
 
+def _digits_shape() -> tuple[int, int, int]:
+    from bench.embedded.data import RESOLUTION
+
+    return (1, RESOLUTION, RESOLUTION)
+
+
+def _digits_count(split: str) -> int:
+    from bench.embedded.data import N_HELDOUT, N_TOTAL, N_TRAIN
+
+    return {"train": N_TRAIN, "heldout": N_HELDOUT, "all": N_TOTAL}[split]
+
+
+# (C, H, W) and image count of each named source, known without loading it (tests/test_quality_reference.py
+# holds them equal to the loaded sources)
+SOURCE_INFO: dict[str, Callable[[], tuple[tuple[int, int, int], int]]] = {
+    f"digits-{split}": (lambda split=split: (_digits_shape(), _digits_count(split)))
+    for split in ("train", "heldout", "all")
+}
+
+
+def source_info(name: str) -> tuple[tuple[int, int, int], int]:
+    """((C, H, W), number of images) of the named source ``name``, without loading its images where known."""
+    if name in SOURCE_INFO:
+        return SOURCE_INFO[name]()
+    images = as_images(SOURCES[name](), name)
+    return images.shape, images.n
+
+
 def resolve_input(spec: str | os.PathLike, name: str) -> tuple[ImageSet, str]:
     """(images, cache label) of a named source or a folder of images."""
     if str(spec) in SOURCES:
         return as_images(SOURCES[str(spec)](), name), str(spec)
     if Path(spec).is_dir():
         return as_images(spec, name), f"folder-{Path(spec).resolve().name}"
+    if str(spec).lower().endswith(".npz"):
+        raise UserError(f"{name}: {spec} is a statistics file (mu, sigma); this measure needs the real images "
+                        f"themselves: pass a folder of images or a named source ({', '.join(SOURCES)})")
     raise UserError(f"{name}: {spec} is neither a folder of images nor a named source ({', '.join(SOURCES)})")
