@@ -25,8 +25,9 @@ def example_inputs(bundle) -> tuple[torch.Tensor, torch.Tensor, dict]:
     g = torch.Generator().manual_seed(0)
     x = torch.randn((1, *bundle.sample_shape), generator=g).to(bundle.device)
     t = torch.tensor(500, device=bundle.device)
-    if bundle.conditioning == "class":
-        return x, t, {"class_labels": torch.zeros(1, dtype=torch.long, device=bundle.device)}
+    if bundle.conditioning == "class":   # the model's own adapter (class labels, or LDM-4-G's one class token)
+        labels = torch.zeros(1, dtype=torch.long, device=bundle.device)
+        return x, t, bundle.denoiser().unet_kwargs(labels, x, False)
     if bundle.conditioning == "text":   # the model's own context length (SD: 77 tokens, embedded-t2i: 20)
         dim = bundle.unet.config.cross_attention_dim
         length = bundle.encode_prompts([""])["prompt_embeds"].shape[1] if bundle.encode_prompts else 77

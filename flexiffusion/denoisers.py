@@ -77,6 +77,25 @@ class ClassDenoiser(Denoiser):
         return {"class_labels": labels}
 
 
+class ClassTokenDenoiser(ClassDenoiser):
+    """Class-conditional ``UNet2DConditionModel`` that reads the class as ONE cross-attention token, as LDM-4-G
+    (cin256-v2) does: LDM's ``ClassEmbedder`` looks the label up in an embedding table and the U-Net attends to
+    ``encoder_hidden_states = table[label][:, None, :]``.  ``cond`` is a tensor of labels as for
+    :class:`ClassDenoiser`; ``class_embedder`` maps labels (B,) to embeddings (B, D); the unconditional pass uses
+    ``null_class`` (cin256-v2: 1000, the extra row of its 1001-row table)."""
+
+    def __init__(self, unet, engine=None, guidance_scale=None, cfg="batched", null_class: int | None = None,
+                 class_embedder=None):
+        super().__init__(unet, engine, guidance_scale, cfg, null_class=null_class)
+        if class_embedder is None:
+            raise UserError("a class-token model needs its class embedder (the label -> context token table)")
+        self.class_embedder = class_embedder
+
+    def unet_kwargs(self, cond, x, unconditional):
+        labels = super().unet_kwargs(cond, x, unconditional)["class_labels"]
+        return {"encoder_hidden_states": self.class_embedder(labels)[:, None, :].to(x.dtype)}
+
+
 class TextDenoiser(Denoiser):
     """Text-conditional ``UNet2DConditionModel``; ``cond`` = ``{"prompt_embeds": ..., "negative_prompt_embeds": ...}``
     as returned by a diffusers pipeline's ``encode_prompt``."""

@@ -76,3 +76,15 @@ def test_ldm_folder_round_trip(tmp_path):
     with torch.no_grad():
         images = bundle.decode(torch.randn(2, 3, 8, 8))
     assert images.shape == (2, 3, 16, 16)
+
+
+def test_bundle_adapter_is_checked(tiny_class_unet):
+    from bench.models import ModelBundle
+
+    with pytest.raises(UserError, match="unknown denoiser adapter"):
+        ModelBundle("m", tiny_class_unet, dict(DDPM_SCHEDULER), (1, 16, 16), adapter="clip")
+    with pytest.raises(UserError, match="class embedder"):
+        ModelBundle("m", tiny_class_unet, dict(DDPM_SCHEDULER), (1, 16, 16), conditioning="class",
+                    num_classes=10, null_class=10, adapter="class-token")
+    with pytest.raises(UserError, match="unknown conditioning"):
+        ModelBundle("m", tiny_class_unet, dict(DDPM_SCHEDULER), (1, 16, 16), conditioning="class-token")
