@@ -115,6 +115,16 @@ register(
     Metric("threads", "threads", "{:.0f}", writers=ROWS + SEARCH + ABLATION, field=True),
 )
 
+# the paper's printed numbers against ours, and its claims (bench.experiments.conformance: one result per run)
+CONFORMANCE = ("conformance",)
+register(
+    Metric("paper_value", "paper", "{:.4g}", "", None, CONFORMANCE),
+    Metric("ours_value", "ours", "{:.4g}", "", None, CONFORMANCE),
+    Metric("diff_abs", "difference", "{:+.4g}", "", None, CONFORMANCE),
+    Metric("diff_pct", "difference (%)", "{:+.2f}", "%", None, CONFORMANCE),
+    Metric("claim_evidence", "evidence results", "{:.0f}", "", None, CONFORMANCE),
+)
+
 # spread columns a row may carry next to a metric (bootstrap over images)
 SPREAD_SUFFIXES = ("_low", "_high", "_sd")
 
