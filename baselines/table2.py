@@ -3,7 +3,7 @@ markdown table rendered from the results store.
 
 Rows (cheap ones first, so that a table cut short still holds them): the teacher (DDIM, ``steps`` full steps); DDIM
 and AutoDiffusion at ``ad_steps`` steps (the comparison the issue asks for); PLMS and DPM-Solver orders 1-3
-(multistep and singlestep) at ``small`` steps; DPM-Solver-3 and DeepCache on it (interval 2, branch 1, Table 6) at
+(multistep and singlestep) at ``small`` steps; DPM-Solver-3 and DeepCache on it (interval 2, DeepCache's branch 1 = our b 2, Table 6) at
 ``dpm_deepcache_steps``; DeepCache-A..D (uniform, N = 2/5/10/20) and their "+" variants in both published forms
 (SD: center 15, pow 1.4; LDM: pow 1.5) at the N of ``plus``.
 """
@@ -43,8 +43,8 @@ def table2_experiments(steps: int = 100, branch: int = 3, plus=("C", "D"), small
                                       label=f"DPM-Solver-{order} {kind} {s}"))
     for s in dpm_deepcache_steps:
         out.append(Experiment("dpm-multistep", SolverConfig(s, 3), label=f"DPM-Solver-3 multistep {s}"))
-        out.append(Experiment("deepcache", DeepCacheConfig(s, 2, 1, scheduler="dpm3"),
-                              label=f"DeepCache N2 b1 on DPM-Solver-3 {s}"))
+        out.append(Experiment("deepcache", DeepCacheConfig(s, 2, 2, scheduler="dpm3"),
+                              label=f"DeepCache N2 b2 on DPM-Solver-3 {s}"))
     for letter, n in PAPER_INTERVALS.items():
         out.append(Experiment("deepcache", DeepCacheConfig(steps, n, branch), label=f"DeepCache-{letter}"))
     for letter in plus:
