@@ -25,6 +25,8 @@ COMMAND_MODULES = [
     "bench.commands.ablation",
     "bench.commands.bench_compare",
     "bench.commands.experiment",
+    "bench.commands.conformance",
+    "bench.commands.smoke",
 ]
 
 

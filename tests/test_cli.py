@@ -44,7 +44,8 @@ def test_a_command_module_that_fails_to_import_fails_loudly(monkeypatch, tmp_pat
     (["--plan", "{oops"], "malformed plan JSON"),
     (["--plan", "missing.json"], "plan file"),
     (["--scheduler", "heun"], "invalid choice"),
-    (["--model", "ddpm", "--weights", "/nonexistent/ddpm"], "not found"),
+    (["--model", "ddpm-cifar10", "--weights", "/nonexistent/ddpm"], "not found"),
+    (["--model", "ddpm"], "unknown model 'ddpm'"),
     (["--uniform", "5,40"], "out of range"),
 ])
 def test_bad_input_one_line_nothing_written(tmp_path, args, needle):

@@ -37,7 +37,7 @@ def test_space_prints_exact_sizes(capsys):
     (["--branches", ","], "empty branch choice list"),
     (["--intervals", "0,1"], "interval choice 0 out of range"),
     (["--budget", "0.01"], "below the cheapest candidate of the space (0.0285039 G: 30 segments of 1.1)"),
-    (["--preset", "cifar10-3.0g", "--model", "embedded"], "made for the ddpm model"),
+    (["--preset", "cifar10-3.0g", "--model", "embedded"], "made for the ddpm-cifar10 model"),
     (["--preset", "nope"], "unknown search preset 'nope'"),
     (["--layout", "tile", "--segments", "34"], "interval 3 does not fit: 34 segments"),
 ])

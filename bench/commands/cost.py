@@ -21,7 +21,8 @@ def register(subparsers) -> None:
                               description="Per-step MACs of each preset in the paper convention (fvcore default, "
                                           "no attention matmuls, batch 1, U-Net only) and the complete one (with "
                                           "attention, CFG doubling, text encoder and decoder), next to the paper.")
-    p.add_argument("--preset", default="all", help="preset name or 'all' (default)")
+    p.add_argument("--model", "--preset", dest="preset", default="all",
+                   help="model name(s), comma-separated, or 'all' (default); the real architecture, random weights")
     p.add_argument("--csv", metavar="DIR", help="write macs.csv (every preset) and macs-<preset>.csv into DIR")
     p.add_argument("--plot", metavar="PNG", help="write the MACs-against-branch figure (paper Fig. B.1)")
     p.add_argument("--refresh", action="store_true", help="re-measure instead of reading the disk cache")
@@ -31,7 +32,8 @@ def register(subparsers) -> None:
     q = subparsers.add_parser("latency", help="per-step latency of full / partial(b) steps and of whole plans",
                               description="Median and IQR of the native forward, a full step and partial(b) steps "
                                           "(and optionally whole plans) after warm-up, with raw values kept.")
-    q.add_argument("--preset", required=True, help="preset name (see flexbench macs)")
+    q.add_argument("--model", "--preset", dest="preset", required=True,
+                   help="model name (its real architecture with random weights; see flexbench macs)")
     q.add_argument("--batch", type=int, default=16, help="images per call (default 16)")
     q.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     q.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
@@ -52,7 +54,8 @@ def register(subparsers) -> None:
                                                    " plan (the cost issue's two figures)",
                               description="Interleaved timing of the native forward vs a full step through the step "
                                           "engine, and of uniform plans vs the all-full plan through the sampler.")
-    f.add_argument("--preset", default="ddpm-cifar10", help="preset (default ddpm-cifar10)")
+    f.add_argument("--model", "--preset", dest="preset", default="ddpm-cifar10",
+                   help="model name (default ddpm-cifar10; real architecture, random weights)")
     f.add_argument("--batch", type=int, default=16, help="images per call (default 16)")
     f.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     f.add_argument("--steps", type=int, default=20, help="plan length (default 20)")
@@ -68,12 +71,24 @@ def register(subparsers) -> None:
 # ---- macs -------------------------------------------------------------------------------------------------------
 
 
+def cost_preset(model: str) -> str:
+    """The cost preset (real architecture, random weights) of a model name of the vocabulary."""
+    from bench.models.catalog import get_model
+    from bench.presets import get_preset
+
+    entry = get_model(model)
+    if entry.cost_preset is None:
+        raise UserError(f"model {model!r} is a random code-path stand-in with no real architecture to price: name "
+                        f"a paper or embedded model (e.g. {entry.stand_in or 'embedded'})")
+    return get_preset(entry.cost_preset).name
+
+
 def _preset_list(name: str) -> list[str]:
-    from bench.presets import get_preset, preset_names
+    from bench.presets import preset_names
 
     if name == "all":
         return preset_names()
-    return [get_preset(n.strip()).name for n in name.split(",")]
+    return [cost_preset(n.strip()) for n in name.split(",")]
 
 
 def run_macs(args) -> int:
@@ -155,7 +170,12 @@ def parse_plan(spec: str):
 
 
 def run_latency(args) -> int:
+    from flexiffusion.devices import resolve_device
+
     from bench.cost.cases import LatencyCase
+
+    args.preset = cost_preset(args.preset)
+    resolve_device(args.device)
     from bench.cost.plan_latency import measure_plans
     from bench.cost.step_latency import engine_overhead, measure_steps
     from bench.cost.schedule_cost import CostModel
@@ -163,9 +183,6 @@ def run_latency(args) -> int:
     case = LatencyCase(args.preset, batch_size=args.batch, threads=args.threads, device=args.device,
                        dtype=args.dtype, warmup=args.warmup, repeats=args.repeats,
                        branches=parse_branches(args.branches), guidance=False if args.no_guidance else None)
-    from bench.presets import get_preset
-
-    get_preset(args.preset)  # unknown name -> UserError before anything is built
     plans = [parse_plan(s) for s in args.plan]
     case.validate()
     cost = CostModel.for_preset(args.preset)
@@ -203,11 +220,12 @@ def run_latency(args) -> int:
 
 
 def run_figures(args) -> int:
-    from bench.presets import get_preset
+    from flexiffusion.devices import resolve_device
 
     from bench.evaluation.cost_figures import cost_figures, format_figures
 
-    get_preset(args.preset)
+    args.preset = cost_preset(args.preset)
+    resolve_device(args.device)
     branches = parse_branches(args.branches) or ()
     if not branches:
         raise UserError("cost-figures needs at least one branch (--branches 1,2)")

@@ -16,6 +16,7 @@ def register(sub) -> None:
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
     p.add_argument("--model", help="model to run on (default: the experiment's first, usually embedded)")
     p.add_argument("--weights", help="weights folder of a non-shipped model (DDPM, LDM, SD)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--store", default=DEFAULT_STORE, help=f"results store (default {DEFAULT_STORE})")
     p.add_argument("--out", default="runs/experiments", help="output folder (OUT/NAME/...)")
     p.add_argument("--images", type=int, help="images per row (default: the experiment's)")
@@ -26,6 +27,9 @@ def register(sub) -> None:
                         "e.g. autodiffusion.search_images=16 autodiffusion.evolution.epochs=1 for a smoke run: "
                         "the rows' configs, and so their store keys, change")
     p.add_argument("--dry-run", action="store_true", help="say what would run; write nothing")
+    from .sample import add_reference_arguments
+
+    add_reference_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -56,16 +60,12 @@ def run(args) -> int:
     if args.bootstrap < 2:
         raise UserError(f"--bootstrap {args.bootstrap}: use at least 2 resamples (200 is the default)")
     model = resolve_model(spec, args.model)
-    if args.weights is not None:
-        from pathlib import Path
-
-        if not Path(args.weights).exists():
-            raise UserError(f"--weights {args.weights}: no such folder (give the model's diffusers folder)")
     overrides = parse_overrides(args.set)
     prepared_rows(spec, model, overrides=overrides)   # every row's config (with --set) checked before the store opens
     every_model = spec.measures == "branch-costs" and not args.model   # Fig. B.1: all its models at once
+    inputs = _inputs(spec, model, args) if not every_model else None
     opts = Options(None if every_model else model, args.weights, args.images, args.bootstrap, args.dry_run,
-                   progress=not args.quiet, overrides=overrides)
+                   progress=not args.quiet, overrides=overrides, device=args.device, inputs=inputs)
     if args.dry_run:
         import contextlib
 
@@ -89,6 +89,34 @@ def run(args) -> int:
     print(f"{spec.name} on {model}: {', '.join(f'{n} {s}' for s, n in counts.items())}; "
           f"{time.perf_counter() - t0:.1f} s; written to {rendered.folder}")
     return 0
+
+
+def _inputs(spec, model: str, args):
+    """The model's inputs checked before anything is sampled: weights (layout, image shape), and where the spec
+    measures rows, the quality reference (real data, extractor and CLIP weights, prompts); None when the weights
+    are not here (only the architecture's cost cells fill, nothing loads)."""
+    from bench.evaluation.inputs import resolve_inputs
+    from bench.experiments.models import get_model
+
+    from .sample import reference_kwargs
+
+    entry = get_model(model)
+    given = {k: v for k, v in reference_kwargs(args).items() if v is not None}
+    if not entry.shipped and args.weights is None:
+        if given:
+            raise UserError(f"{', '.join('--' + k.replace('_', '-') for k in given)} given without --weights: the "
+                            f"{model} cells that need them run on its weights (pass --weights DIR)")
+        from flexiffusion.devices import resolve_device
+
+        resolve_device(args.device)
+        return None
+    quality = spec.measures == "rows" and bool(spec.rows)   # a filled_by table measures nothing itself
+    if not quality and given:
+        raise UserError(f"{spec.name} measures no image quality: drop {', '.join('--' + k.replace('_', '-') for k in given)}")
+    inputs = resolve_inputs(model, args.weights, device=args.device, quality=quality, **reference_kwargs(args))
+    for note in inputs.notes:
+        print(note)
+    return inputs
 
 
 def _read_only_store(path):

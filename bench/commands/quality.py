@@ -16,7 +16,8 @@ def register(subparsers) -> None:
                     "name and content hash. Example: flexbench fid --input1 samples/ --input2 digits-train",
     )
     p.add_argument("--input1", required=True, help="generated images: a folder (png/jpg)")
-    p.add_argument("--input2", required=True, help="reference images: a folder or a named source (digits-train, ...)")
+    p.add_argument("--input2", required=True, help="reference: a folder, a named source (digits-train, ...) or FID "
+                                                  "statistics FILE.npz (mu, sigma; FID and IS only)")
     p.add_argument("--metrics", default="fid", help="comma-separated subset of fid,kid,prc,isc (default fid)")
     p.add_argument("--extractor", default=None, help="feature extractor (default digits-cnn; inception-v3-compat)")
     p.add_argument("--extractor-weights", type=Path, default=None, help="local weights file of the extractor")
@@ -55,7 +56,9 @@ def run_fid(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     images1, _ = resolve_input(args.input1, "input1")
-    images2, label = resolve_input(args.input2, "input2")
+    from bench.quality.reference import resolve_real
+
+    images2, label = resolve_real(args.input2, "input2")   # a folder, a named source or FID statistics (.npz)
     result = fidelity(images1, images2, metrics, extractor=args.extractor or DEFAULT_EXTRACTOR,
                       weights_path=args.extractor_weights, reference_source=label, batch_size=args.batch_size,
                       cuda=False if args.cpu else None, cache_dir=args.cache_dir, cache=not args.no_cache)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from flexiffusion.errors import UserError
 
-from .sample import add_model_arguments, resolve_device
+from .sample import add_model_arguments, add_reference_arguments, reference_kwargs
 
 DEFAULT_STORE = "runs/results.sqlite"
 CONFIG_FLAGS = (("steps", int), ("order", int), ("interval", int), ("branch", int), ("form", str),
@@ -57,27 +57,41 @@ def add_setting_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", type=int, default=1000, help="images per row (default 1000)")
     p.add_argument("--seed0", type=int, default=0, help="first seed (seeds seed0 .. seed0+images-1)")
     p.add_argument("--teacher-steps", type=int, default=100, help="DDIM steps of the teacher (default 100)")
-    p.add_argument("--real", default="digits-all", help="real data for FID/IS/precision/recall (default digits-all)")
-    p.add_argument("--extractor", default="digits-cnn", help="feature extractor (default digits-cnn)")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--prompt", action="append", default=None, help="prompt(s) for text-to-image models")
-    p.add_argument("--clip-model", default=None, help="open_clip model of the CLIP score (text models; default: "
-                                                      "the model's own scoring CLIP, else ViT-B-32)")
-    p.add_argument("--clip-pretrained", default=None, help="open_clip tag in the HF cache, or a weights file "
-                                                           "(default: the model's own, else openai)")
+    add_reference_arguments(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--store", default=DEFAULT_STORE, help=f"results store (default {DEFAULT_STORE})")
     p.add_argument("--cache-dir", default=None, help="cache of teacher images / features (default $FLEXBENCH_CACHE)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def setting_from_args(args):
+def inputs_from_args(args):
+    """The model and its quality reference, every input checked (one line, exit 2) before anything loads."""
+    from bench.evaluation.inputs import resolve_inputs
+
+    if args.prompt and args.prompts:
+        raise UserError("give --prompt TEXT or --prompts FILE, not both")
+    inputs = resolve_inputs(args.model, args.weights, device=args.device, **reference_kwargs(args))
+    if args.prompt and not inputs.entry.text:
+        raise UserError(f"--prompt given, but the {args.model} model takes no text: drop --prompt")
+    for note in inputs.notes:
+        print(note)
+    return inputs
+
+
+def setting_from_args(args, inputs):
     from bench.rows import RowSetting
 
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads {args.threads}: need at least 1 thread")
-    return RowSetting(args.images, args.seed0, args.teacher_steps, args.real, args.extractor, args.batch_size,
-                      tuple(args.prompt or ()), args.clip_model, args.clip_pretrained).validate()
+    ref = inputs.reference
+    prompts = tuple(args.prompt or ())
+    if not prompts and ref.prompts:
+        prompts = tuple(ref.prompts[i % len(ref.prompts)] for i in range(args.images))
+    return RowSetting(args.images, args.seed0, args.teacher_steps, ref.real, ref.extractor, args.batch_size,
+                      prompts, ref.clip_model, ref.clip_pretrained,
+                      extractor_weights=ref.extractor_weights).validate()
 
 
 def experiments_from_args(args) -> list:
@@ -155,18 +169,13 @@ def _stored(experiment, bundle, store, setting) -> bool:
     return store.has(row_key(bundle, run, setting))
 
 
-def _load(args):
-    from bench.models import load_model
-
-    return load_model(args.model, args.weights, device=resolve_device(args.device))
-
-
 def run(args) -> int:
     from baselines.table2 import render_markdown
 
-    setting = setting_from_args(args)
+    inputs = inputs_from_args(args)
+    setting = setting_from_args(args, inputs)
     experiments = experiments_from_args(args)
-    bundle = _load(args)
+    bundle = inputs.load()
     results = measure_experiments(bundle, experiments, setting, args)
     print(render_markdown([r for r, _ in results]), end="")
     for record, reused in results:
@@ -179,11 +188,12 @@ def run_table(args) -> int:
     from baselines.table2 import table2_experiments, render_markdown
     from flexiffusion.io import atomic_write_text
 
-    setting = setting_from_args(args)
+    inputs = inputs_from_args(args)
+    setting = setting_from_args(args, inputs)
     letters = [x.strip().upper() for x in args.plus.split(",") if x.strip()]
     experiments = table2_experiments(args.teacher_steps, args.branch, letters, _ints(args.small, "--small"),
                                      _ints(args.ad_steps, "--ad-steps"), _ints(args.dpm_deepcache, "--dpm-deepcache"))
-    bundle = _load(args)
+    bundle = inputs.load()
     results = measure_experiments(bundle, experiments, setting, args, stored_only=args.stored_only)
     text = (f"{args.model} model, {setting.n_images} images per row (seeds {setting.seed0}-"
             f"{setting.seed0 + setting.n_images - 1}), teacher DDIM {setting.teacher_steps}; avg MACs = U-Net MACs "

@@ -15,11 +15,36 @@ from flexiffusion.seeds import parse_seeds
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    from bench.models import LOADERS
+    from bench.models.catalog import MODELS
 
-    p.add_argument("--model", default="embedded", choices=sorted(LOADERS), help="model kind (default: embedded)")
-    p.add_argument("--weights", default=None, help="local diffusers folder or hub id in the HF cache (real models)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--model", default="embedded", metavar="MODEL",
+                   help="model (default embedded): " + ", ".join(MODELS))
+    p.add_argument("--weights", default=None, help="local diffusers folder or hub id in the HF cache (paper models)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (default auto: cuda if available)")
+
+
+def add_reference_arguments(p: argparse.ArgumentParser, prompts: bool = True) -> None:
+    """The quality reference of a model; every default is the model's own (bench.models.catalog)."""
+    p.add_argument("--real", default=None, help="real data for FID/IS/precision/recall: a folder of images, a "
+                                                "statistics file FILE.npz (mu, sigma) or a named source "
+                                                "(default: the model's, digits-all for the embedded models)")
+    p.add_argument("--extractor", default=None, help="feature extractor (default: the model's; inception-v3-compat "
+                                                     "for the paper models, digits-cnn for the embedded ones)")
+    p.add_argument("--extractor-weights", default=None, help="local weights file of the extractor (default: looked "
+                                                             "up in $FLEXBENCH_CACHE/weights and torch hub)")
+    p.add_argument("--clip-model", default=None, help="open_clip model of the CLIP score (text models; default: the "
+                                                      "model's)")
+    p.add_argument("--clip-pretrained", default=None, help="open_clip tag in the HF cache, or a weights file "
+                                                           "(default: the model's)")
+    if prompts:
+        p.add_argument("--prompts", default=None, help="text models: a file of prompts, one per line, cycled over "
+                                                       "the images (default: the model's own, if any)")
+
+
+def reference_kwargs(args) -> dict:
+    """The quality-reference arguments of :func:`bench.evaluation.inputs.resolve_inputs` from parsed flags."""
+    return {k: getattr(args, k, None) for k in ("real", "extractor", "extractor_weights", "clip_model",
+                                                  "clip_pretrained")} | {"prompts_file": getattr(args, "prompts", None)}
 
 
 def add_plan_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,20 +55,6 @@ def add_plan_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--plan", help="plan JSON text or a path to a JSON file ({'steps': ['f', 'p3', 'n', ...]})")
     g.add_argument("--uniform", metavar="INTERVAL,BRANCH", help="DeepCache-like uniform plan, e.g. 5,2")
-
-
-def resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available: use --device cpu")
-    return device
 
 
 def _plan_text(args) -> str | None:
@@ -115,21 +126,32 @@ def write_pngs(images, seeds, out: Path) -> None:
 
 
 def run(args) -> int:
+    from bench.evaluation.inputs import resolve_inputs
     from bench.generate import generate_images
-    from bench.models import load_model
 
+    inputs = resolve_inputs(args.model, args.weights, device=args.device, quality=False,
+                            prompts_file=args.prompts)   # every input checked before the model loads
     plan = plan_from_args(args)
     scheduler = scheduler_from_args(args, plan)
     seeds = parse_seeds(args.seeds)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise UserError(f"output folder {out} is not empty: choose another --out or pass --overwrite")
-    bundle = load_model(args.model, args.weights, device=resolve_device(args.device))
     prompts = None
-    if bundle.conditioning == "text":
-        if not args.prompt:
-            raise UserError("this model is text-conditional: pass --prompt TEXT")
-        prompts = [args.prompt] * len(seeds)
+    if inputs.entry.text:
+        if args.prompt and args.prompts:
+            raise UserError("give --prompt TEXT or --prompts FILE, not both")
+        if not (args.prompt or args.prompts):
+            raise UserError(f"model {args.model!r} is text-conditional: pass --prompt TEXT or --prompts FILE")
+        from bench.evaluation.inputs import read_prompts
+
+        lines = [args.prompt] if args.prompt else read_prompts(args.prompts)
+        prompts = [lines[i % len(lines)] for i in range(len(seeds))]
+    elif args.prompt or args.prompts:
+        raise UserError(f"model {args.model!r} takes no text: drop --prompt/--prompts")
+    for note in inputs.notes:
+        print(note)
+    bundle = inputs.load()
     images = generate_images(bundle, plan, seeds, scheduler=scheduler, prompts=prompts,
                              guidance_scale=args.guidance, batch_size=args.batch_size)
     write_pngs(images, seeds, out)
@@ -145,7 +167,8 @@ def register(sub) -> None:
     p.add_argument("--seeds", default="0-15", help="per-sample seeds, e.g. 0-999 or 1,5,7 (default 0-15)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: none)")
-    p.add_argument("--prompt", default=None, help="prompt for text-to-image models")
+    p.add_argument("--prompt", default=None, help="prompt for text-to-image models (one for all images)")
+    p.add_argument("--prompts", default=None, help="text models: a file of prompts, one per line, cycled over seeds")
     p.add_argument("--out", required=True, help="output folder for the PNGs")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.set_defaults(func=run)

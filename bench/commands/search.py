@@ -133,7 +133,12 @@ def register(sub) -> None:
     p.add_argument("--fitness", default="rfid", choices=("rfid", "fid", "mse"), help="fitness (default rfid)")
     p.add_argument("--weights", default=None, help="model weights (local folder / HF cache id; default: the "
                                                    "loader's)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--real", default=None, help="fitness fid: real images (folder) or statistics (FILE.npz); "
+                                                "default: the model's")
+    p.add_argument("--extractor", default=None, help="feature extractor of rFID / FID (default: the model's; "
+                                                     "inception-v3-compat for the paper models)")
+    p.add_argument("--extractor-weights", default=None, help="local weights file of the extractor")
     p.add_argument("--threads", type=int, default=None, help="torch threads while evaluating")
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--compile", action="store_true", help="torch.compile the U-Net (teacher too)")

@@ -14,7 +14,7 @@ def similarity_key(spec, model: str, store, options) -> tuple[str, bool]:
 
     from .similarity import feature_similarity
 
-    bundle = load_model(get_model(model).loader, options.weights, device=options.device)
+    bundle = load_model(get_model(model).name, options.weights, device=options.device)
     n = options.images or spec.images
     nb = StepEngine(bundle.unet).num_branches
     branches = sorted({1, (nb + 1) // 2, nb})

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from flexiffusion.errors import UserError
 
 from .cells import Cell, Comparison
-from .models import fill_command, get_model
+from .models import command_for_model, fill_command, get_model
 from .spec import ExperimentSpec
 
 
@@ -33,6 +33,8 @@ class Options:
     bundle: object = None      # the model, already loaded by the caller (the runs' hooks act on its U-Net)
     overrides: dict = field(default_factory=dict)  # method -> config fields merged into its rows' configs (e.g. a
                                                    # smaller AutoDiffusion search: part of the rows' keys)
+    inputs: object = None      # bench.evaluation.inputs.ModelInputs, checked by the caller (None: the model's
+                               # defaults, checked here before anything samples)
 
 
 def merged(config: dict, over: dict) -> dict:
@@ -110,10 +112,22 @@ def _setting(spec, options, bundle):
     n = options.images or spec.images
     from bench.search.setup import text_condition
 
+    ref = model_inputs(options, options.model or spec.default_model).reference
     # prompted rows sample with the model's default guidance (SD: 7.5), unguided otherwise: as searches do
-    prompts, guidance = text_condition(bundle, n)
-    return RowSetting(n_images=n, teacher_steps=spec.teacher_steps, batch_size=min(n, 250), prompts=prompts,
-                      guidance_scale=guidance)
+    prompts, guidance = text_condition(bundle, n, ref.prompts_file)
+    quality = {"extractor_weights": ref.extractor_weights} if ref.extractor_weights else {}
+    return RowSetting(n_images=n, teacher_steps=spec.teacher_steps, real=ref.real, extractor=ref.extractor,
+                      batch_size=min(n, 250), prompts=prompts, clip_model=ref.clip_model,
+                      clip_pretrained=ref.clip_pretrained, guidance_scale=guidance, **quality)
+
+
+def model_inputs(options: Options, model: str):
+    """The model's checked inputs (the caller's, else the model's defaults checked now), kept on ``options``."""
+    if options.inputs is None or options.inputs.name != model:
+        from bench.evaluation.inputs import resolve_inputs
+
+        options.inputs = resolve_inputs(model, options.weights, device=options.device)
+    return options.inputs
 
 
 LATENCY_COLUMNS = {"latency_s_per_image", "latency_iqr_s_per_image"}
@@ -157,7 +171,7 @@ def fill(spec: ExperimentSpec, store, options: Options) -> tuple[list[Cell], lis
         try:
             exp = exp.resolve(ctx)          # a stored search's plan
         except MissingInput as missing:     # not stored yet: the cell names the command that stores it
-            cells.append(Cell(row.label, "search", command=missing.command, note=row.note))
+            cells.append(Cell(row.label, "search", command=command_for_model(missing.command, model), note=row.note))
             continue
         note = row.note or exp.describe()
         planned = exp.plan()                # None: decided on the model (AutoDiffusion's search)
@@ -172,9 +186,7 @@ def fill(spec: ExperimentSpec, store, options: Options) -> tuple[list[Cell], lis
             cells.append(Cell(row.label, "cost only", keys, command, note, tokens))
             continue
         if bundle is None:
-            from bench.models import load_model
-
-            bundle = load_model(info.loader, options.weights, device=options.device)
+            bundle = model_inputs(options, model).load()
         quality_keys, reused, run_plan = _quality(spec, row, exp, bundle, store, options, ctx)
         # the measured row last (compare pairs read it there; the report lets it override the architecture's cost
         # cell: its MACs are counted on the model as it ran, ToMe applied, its real context length)
@@ -232,7 +244,7 @@ def _elsewhere(spec, store, model: str) -> list[Cell]:
         if "model" not in spec.columns and "model" not in spec.group_by:
             frame = frame[frame["model"].map(lambda m: _of_model(m, model))]
     if frame is None or frame.empty:
-        return [Cell("(no rows yet)", "elsewhere", command=spec.filled_by)]
+        return [Cell("(no rows yet)", "elsewhere", command=command_for_model(spec.filled_by, model))]
     by = list(spec.group_by) or ["key"]
     cells, seen = [], {}
     for values, g in frame.groupby(by, sort=False, dropna=False):
@@ -243,7 +255,8 @@ def _elsewhere(spec, store, model: str) -> list[Cell]:
         seen[label] = seen.get(label, 0) + 1
         if seen[label] > 1:
             label = f"{label} ({seen[label]})"
-        cells.append(Cell(label, "reused", list(dict.fromkeys(g["key"])), spec.filled_by, where=where))
+        cells.append(Cell(label, "reused", list(dict.fromkeys(g["key"])), command_for_model(spec.filled_by, model),
+                          where=where))
     return cells
 
 

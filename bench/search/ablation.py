@@ -286,10 +286,15 @@ class EvaluatorSource:
         from bench.cache import Cache
         from bench.evaluation.frechet import FixedReferenceFID
         from bench.quality.features import FeatureSet
-        from bench.quality.sources import resolve_input
+        from bench.quality.reference import fid_dim_of, resolve_real
+        from bench.quality.statistics import ReferenceStatistics
 
-        images, label = resolve_input(self.real_name, "real")
-        fs = FeatureSet(images, self.evaluator.extractor, [self.evaluator.layer], source=label,
+        reference, label = resolve_real(self.real_name, "real")
+        if isinstance(reference, ReferenceStatistics):   # torch-fidelity statistics: the fixed reference as given
+            reference.require_dim(fid_dim_of(self.evaluator.extractor)[1], self.evaluator.extractor.name)
+            self.n_real = reference.n_images
+            return FixedReferenceFID(reference.as_dict())
+        fs = FeatureSet(reference, self.evaluator.extractor, [self.evaluator.layer], source=label,
                         cache=Cache(self.cache_dir), batch_size=self.setting.batch_size)
         self.n_real = fs.n
         return FixedReferenceFID(fs.statistics(self.evaluator.layer))

@@ -1,7 +1,7 @@
 """Search presets: every row of the paper's Table 8 (framework, dataset, budget), the DPM-Solver space of appendix
 E.2, and the embedded model's presets.
 
-A preset names the model it is made for (a :data:`bench.models.LOADERS` kind and its default weights), the cost
+A preset names the model it is made for (a name of the model vocabulary, :mod:`bench.models.catalog`), the cost
 preset whose MACs table prices it (:mod:`bench.presets`), the teacher's sampler and base grid, the space (S, B, I)
 and the budget: ``budget_g`` (maximum avg MACs in G, paper convention: fvcore, batch 1, attention matmuls not
 counted) or ``budget_fraction`` (of the teacher's avg MACs = one full step).
@@ -26,7 +26,7 @@ G = 1e9
 @dataclass(frozen=True)
 class SearchPreset:
     name: str
-    model: str                      # bench.models loader kind
+    model: str                      # a name of the model vocabulary (bench.models.catalog)
     weights: str | None             # its default weights (hub id / folder); None: the loader's default
     cost_preset: str                # bench.presets name of the architecture
     dataset: str
@@ -62,9 +62,9 @@ def _add(p: SearchPreset) -> None:
     PRESETS[p.name] = p
 
 
-_DDPM = {"cifar10": ("ddpm", "google/ddpm-cifar10-32", "ddpm-cifar10"),
-         "bedroom": ("ddpm", "google/ddpm-bedroom-256", "ddpm-bedroom"),
-         "church": ("ddpm", "google/ddpm-church-256", "ddpm-church")}
+_DDPM = {"cifar10": ("ddpm-cifar10", "google/ddpm-cifar10-32", "ddpm-cifar10"),
+         "bedroom": ("ddpm-bedroom", "google/ddpm-bedroom-256", "ddpm-bedroom"),
+         "church": ("ddpm-church", "google/ddpm-church-256", "ddpm-church")}
 for _budget in (3.0, 2.5, 2.0):
     _add(SearchPreset(f"cifar10-{_budget:.1f}g", *_DDPM["cifar10"], "CIFAR-10", "ddim", 100, (19, 20, 21), (1, 2, 3),
                       (1, 2, 3), budget_g=_budget, source="Table 8, DDPM CIFAR-10"))
@@ -73,11 +73,11 @@ for _data in ("bedroom", "church"):
         _add(SearchPreset(f"{_data}-{_budget}g", *_DDPM[_data], f"LSUN {_data.title()}", "ddim", 100, _segs,
                           (1, 3, 6), (2, 3), budget_g=_budget, source=f"Table 8, DDPM LSUN {_data.title()}"))
 for _budget, _segs in ((40, (59, 60, 61)), (16, (29, 30, 31)), (10, (14, 15, 16)), (6, (9, 10, 11))):
-    _add(SearchPreset(f"imagenet-{_budget}g", "ldm", None, "ldm-4-g", "ImageNet", "ddim", 250, _segs, (1, 3, 6),
+    _add(SearchPreset(f"imagenet-{_budget}g", "ldm-4-g", None, "ldm-4-g", "ImageNet", "ddim", 250, _segs, (1, 3, 6),
                       (2, 3), budget_g=_budget, source="Table 8, LDM-4-G ImageNet"))
 for _data, _label, _images in (("parti", "Parti-Prompts", 250), ("coco", "MS-COCO", 500)):
     for _budget, _segs in ((90, (9, 10, 11)), (80, (8, 9, 10)), (70, (7, 8, 9))):
-        _add(SearchPreset(f"{_data}-{_budget}g", "sd", None, "sd-v1.5", _label, "plms", 50, _segs, (1, 3, 6), (2, 3),
+        _add(SearchPreset(f"{_data}-{_budget}g", "sd-v1.5", None, "sd-v1.5", _label, "plms", 50, _segs, (1, 3, 6), (2, 3),
                           budget_g=_budget, images=_images, source=f"Table 8, Stable Diffusion v1.5 {_label}"))
 # E.2: N-segment {18}, branch {1..6, 12} (12 = the U-Net's last branch = "full"), interval = solver order {1, 2, 3}.
 # Teacher: DPM-Solver-3 on 54 steps (= the space's dearest candidate, 18 all-full third-order segments).  Table 6's

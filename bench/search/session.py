@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 
-from .setup import G, search_config, space_of, text_condition
+from .setup import G, check_model, search_config, space_of, text_condition
 
 DEFAULT_STORE = "runs/results.sqlite"
 
@@ -42,6 +42,9 @@ class SearchRequest:
     images: int | None = None
     first_seed: int = 0
     prompts: str | None = None             # a prompts file (text models)
+    real: str | None = None                # real data of fitness "fid" (default: the model's)
+    extractor: str | None = None           # feature extractor (default: the model's)
+    extractor_weights: str | None = None   # its local weights file (default: looked up)
     guidance: float | None = None
     fitness: str = "rfid"
     weights: str | None = None
@@ -83,14 +86,19 @@ class PreparedSearch:
 
 def prepare(req: SearchRequest) -> PreparedSearch:
     """Space, budget, Algorithm 1 settings, evaluation setting and backend; every check before anything is written."""
+    from bench.evaluation.inputs import resolve_inputs
     from bench.evaluation.setting import EvaluationSetting, ExecutionMode
-    from bench.models import load_model
 
     from . import driver
     from .fitness import evaluator_backend
     from .presets import get_preset
 
     preset = get_preset(req.preset)
+    check_model(preset, req.model)   # the vocabulary and the preset's model, before anything else
+    # every input (weights layout, real data for an FID fitness, extractor weights, prompts) checked before loading
+    inputs = resolve_inputs(preset.model, req.weights, device=req.device, real=req.real, extractor=req.extractor,
+                            extractor_weights=req.extractor_weights, prompts_file=req.prompts,
+                            needs_real=req.fitness == "fid")
     space, cost, budget = space_of(preset, layout=req.layout, segments=req.segments, branches=req.branches,
                                    intervals=req.intervals, budget_g=req.budget, model=req.model)
     config = search_config(preset, **{f.name: getattr(req, f.name) for f in fields(req) if f.name != "preset"})
@@ -99,11 +107,16 @@ def prepare(req: SearchRequest) -> PreparedSearch:
     name = req.name or f"{preset.name}-{space.layout}-s{config.seed}"
     out = Path(req.out or Path("runs") / "search" / name)
     images = req.images if req.images is not None else preset.images
-    bundle = load_model(preset.model, req.weights)  # its conditioning decides on prompts and guidance
+    bundle = inputs.load()  # its conditioning decides on prompts and guidance
     prompts, guidance = text_condition(bundle, images, req.prompts, req.guidance)
+    quality = {"extractor": inputs.extractor}
+    if inputs.extractor_weights:
+        quality["extractor_weights"] = inputs.extractor_weights
+    if req.fitness == "fid":
+        quality["real"] = inputs.real
     setting = EvaluationSetting.for_images(
         images, req.first_seed, model=preset.model, weights=req.weights, scheduler=preset.scheduler,
-        grid_length=space.grid, prompts=prompts, guidance=guidance, fitness=req.fitness,
+        grid_length=space.grid, prompts=prompts, guidance=guidance, fitness=req.fitness, **quality,
         batch_size=req.batch_size, device=req.device, threads=req.threads,
         mode=ExecutionMode(req.compile, req.channels_last, req.dtype))
     backend = evaluator_backend(setting, space, executor=req.executor, cache_dir=req.cache_dir,

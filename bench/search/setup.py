@@ -21,6 +21,18 @@ def _ints(text: str | None, what: str):
         raise UserError(f"malformed {what} choices {text!r}: use comma-separated integers, e.g. 1,2,3") from None
 
 
+def check_model(preset, model: str | None) -> None:
+    """Bad input unless ``model`` (when given) is a name of the vocabulary and the one ``preset`` is made for."""
+    if not model:
+        return
+    from bench.models.catalog import get_model
+
+    get_model(model)   # a name outside the vocabulary: one line listing it
+    if model != preset.model:
+        raise UserError(f"preset {preset.name} is made for the {preset.model} model ({preset.source}), not "
+                        f"{model}: choose an {model} preset (flexbench search --help lists them)")
+
+
 def space_of(preset, *, layout: str = "tile", segments=None, branches=None, intervals=None,
              budget_g: float | None = None, model: str | None = None):
     """The preset's space (choices overridable: tuples of ints, or comma-separated text as typed) and its cost
@@ -28,9 +40,7 @@ def space_of(preset, *, layout: str = "tile", segments=None, branches=None, inte
     from bench.cost.schedule_cost import CostModel
     from flexiffusion.schedulers import grid_length
 
-    if model and model != preset.model:
-        raise UserError(f"preset {preset.name} is made for the {preset.model} model ({preset.source}), not "
-                        f"{model}: choose an {model} preset (flexbench search --help lists them)")
+    check_model(preset, model)
     cost = CostModel.for_preset(preset.cost_preset)
     choices = {k: _ints(v, k) if isinstance(v, str) else v
                for k, v in (("segments", segments), ("branches", branches), ("intervals", intervals))}
