@@ -37,7 +37,7 @@ def test_text_condition_defaults_file_and_refusals(tmp_path):
     f = tmp_path / "p.txt"
     f.write_text("a seven\n\nthe digit 3\n")
     assert text_condition(t2i, 3, str(f))[0] == ("a seven", "the digit 3", "a seven")
-    with pytest.raises(UserError, match="not found"):
+    with pytest.raises(UserError, match="does not exist"):
         text_condition(t2i, 3, str(tmp_path / "missing.txt"))
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(UserError, match="holds no prompt"):

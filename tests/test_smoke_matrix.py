@@ -1,16 +1,18 @@
-"""The smoke matrix (issue 22, item 3; ``flexbench smoke``): every experiment spec on every paper model it declares,
+"""The smoke matrix (issue 22, item 3; ``flexbench smoke``): the paper models' path through the real commands only,
 from random-weight folders in the real diffusers layouts at the real architectures (reduced sample sizes, stated in
-each folder's ``flexbench_fixture.json``), through the real commands only; then a search on each paper model's
-first preset and ``flexbench sample`` of its best plan.  Slow tier: ``.ci/run`` runs it after the default run.
-The numbers are meaningless; the path is what is proven."""
+each folder's ``flexbench_fixture.json``).  This is the ``ci`` tier (``.ci/run`` runs it after the default run):
+Fig. B.1 on every model that declares it, Fig. 4 and Table 5 on ``ddpm-cifar10``, and per paper model a search +
+``flexbench sample`` of its best plan and one ``flexbench run`` row on a short grid.  ``flexbench smoke --tier full``
+runs every spec on every paper model (hours on 2 CPU cores: bench/commands/smoke.py says why).  The numbers are
+meaningless; the path is what is proven."""
 from __future__ import annotations
 
 import pytest
 
-from bench.commands.smoke import CLIP_MODEL, check_spec, matrix, search_and_sample
+from bench.commands.smoke import CLIP_MODEL, check_spec, matrix, plan, search_and_sample, short_row
 from bench.models.catalog import PAPER_MODELS
 
-CASES = matrix()
+CI = plan("ci")
 
 
 @pytest.fixture(scope="module")
@@ -23,25 +25,24 @@ def smoke(tmp_path_factory):
         yield root, build_all(root / "fixtures", list(PAPER_MODELS), clip_model=CLIP_MODEL)
 
 
-def test_the_matrix_covers_every_paper_model_of_every_spec():
+def test_the_tiers_cover_every_paper_model_and_spec():
     from bench.experiments.spec import known, load
 
-    assert {(n, m) for n in known() for m in load(n).models if m in PAPER_MODELS} == set(CASES)
-    assert {m for _, m in CASES} == set(PAPER_MODELS)
+    full = matrix()
+    assert {(n, m) for n in known() for m in load(n).models if m in PAPER_MODELS} == set(full)
+    assert {m for _, m in CI} == set(PAPER_MODELS)
+    assert {n for n, _ in CI} - {"search+sample", "row"} == {"figB1", "fig4", "table5"}   # quality tables: full tier
+    assert {(k, m) for k, m in CI if k in ("search+sample", "row")} == {
+        (k, m) for k in ("search+sample", "row") for m in PAPER_MODELS}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,model", CASES)
-def test_spec_on_paper_model(name, model, smoke):
+@pytest.mark.parametrize("kind,model", CI)
+def test_smoke_case(kind, model, smoke):
     root, fx = smoke
-    log = (root / "smoke.log").open("a")
-    problems = check_spec(name, model, fx, root, lambda line: log.write(line + "\n"))
-    assert problems == [], f"{name} on {model}: {problems}"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("model", PAPER_MODELS)
-def test_search_and_sample_on_paper_model(model, smoke):
-    root, fx = smoke
-    log = (root / "smoke.log").open("a")
-    assert search_and_sample(model, fx, root, lambda line: log.write(line + "\n")) == []
+    with (root / "smoke.log").open("a") as f:
+        log = lambda line: f.write(line + "\n")   # noqa: E731
+        problems = (search_and_sample(model, fx, root, log, images=2) if kind == "search+sample"
+                    else short_row(model, fx, root, log) if kind == "row"
+                    else check_spec(kind, model, fx, root, log))
+    assert problems == [], f"{kind} on {model}: {problems}"

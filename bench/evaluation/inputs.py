@@ -110,12 +110,7 @@ def resolve_inputs(model: str, weights: str | None = None, *, device: str = "cpu
 
 
 def read_prompts(path: str) -> list[str]:
-    from pathlib import Path
+    """The prompts of a file, one per line (one line naming the file when it is missing, unreadable or empty)."""
+    from bench.quality.reference import read_prompts_file
 
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"--prompts {path}: no such file (give a text file with one prompt per line)")
-    lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if not lines:
-        raise UserError(f"--prompts {path} holds no prompt: write one prompt per line")
-    return lines
+    return list(read_prompts_file(path))

@@ -72,14 +72,9 @@ def text_condition(bundle, n_images: int, prompts_file: str | None = None,
             raise UserError(f"--prompts given, but the {bundle.name} model takes no text: drop --prompts")
         return (), guidance
     if prompts_file:
-        from pathlib import Path
+        from bench.quality.reference import read_prompts_file
 
-        path = Path(prompts_file)
-        if not path.is_file():
-            raise UserError(f"prompts file {prompts_file} not found: give a text file with one prompt per line")
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        if not lines:
-            raise UserError(f"prompts file {prompts_file} holds no prompt: write one prompt per line")
+        lines = read_prompts_file(prompts_file)
         prompts = tuple(lines[i % len(lines)] for i in range(n_images))
     else:
         from bench.embedded.t2i.captions import digit_prompts
