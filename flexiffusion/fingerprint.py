@@ -56,7 +56,10 @@ def model_fingerprint(module: torch.nn.Module, sample: int = 64) -> str:
     for name, t in tensors:
         flat = t.detach().reshape(-1)
         if flat.numel() > sample:
-            flat = flat[torch.linspace(0, flat.numel() - 1, sample, device=flat.device).long()]
+            # float32 linspace can round the last index up to numel() for tensors above 2**24 values (SD's U-Net
+            # has 29.5 M in one tensor): clamped, so smaller tensors keep exactly the indices they always had
+            index = torch.linspace(0, flat.numel() - 1, sample, device=flat.device).long().clamp_(max=flat.numel() - 1)
+            flat = flat[index]
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
         h.update(_tensor_bytes(flat))
     fingerprint = h.hexdigest()[:16]

@@ -138,3 +138,14 @@ def test_sampler_errors(tiny_unet):
     with pytest.raises(UserError, match="base grid has 4"):
         sample(Denoiser(tiny_unet), make_scheduler("ddim", DDPM_SCHEDULER, 4), Plan.full(5),
                noise_for_seeds([0], (1, 16, 16)))
+
+
+def test_model_fingerprint_of_a_tensor_above_float32_integers():
+    """A weight of 29.5 M values (SD v1.5's largest): float32 linspace rounds the last sample index up to numel();
+    the fingerprint clamps it (smaller tensors keep their indices, so earlier fingerprints are unchanged)."""
+    import torch
+
+    from flexiffusion.fingerprint import model_fingerprint
+
+    big = torch.nn.Linear(5120, 5760, bias=False)   # 29,491,200 values
+    assert len(model_fingerprint(big)) == 16

@@ -29,7 +29,7 @@ def run_ablation(args) -> int:
     check_model(preset, args.model)
     # the model, its weights and its quality reference (the FID ranking's real data) checked before anything runs
     inputs = resolve_inputs(preset.model, args.weights, device=args.device, real=args.real, extractor=args.extractor,
-                            extractor_weights=args.extractor_weights, prompts_file=args.prompts)
+                            extractor_weights=args.extractor_weights, prompts_file=args.prompts, clip=False)
     space, _, _ = space_of(preset, model=args.model)
     check_store_file(args.store)
     out = Path(args.out or Path("runs") / "ablation" / f"{preset.name}-s{config.seed}")

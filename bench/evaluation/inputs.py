@@ -71,10 +71,11 @@ def _weights_of(entry, weights: str | None):
 def resolve_inputs(model: str, weights: str | None = None, *, device: str = "cpu", quality: bool = True,
                    real: str | None = None, extractor: str | None = None, extractor_weights: str | None = None,
                    clip_model: str | None = None, clip_pretrained: str | None = None,
-                   prompts_file: str | None = None, needs_real: bool = True) -> ModelInputs:
+                   prompts_file: str | None = None, needs_real: bool = True, clip: bool = True) -> ModelInputs:
     """Resolve and check every input of a command on ``model`` (see the module docstring).  ``quality=False``:
     the command measures no quality (sample, latency), so only the model, its weights and the device are checked;
-    ``needs_real=False``: quality against the teacher only (rFID search fitness), no real data needed."""
+    ``needs_real=False``: quality against the teacher only (rFID search fitness), no real data needed;
+    ``clip=False``: no CLIP score (searches, ablations), its weights not asked for."""
     from flexiffusion.devices import resolve_device
     from bench.models.catalog import get_model
 
@@ -97,8 +98,8 @@ def resolve_inputs(model: str, weights: str | None = None, *, device: str = "cpu
                         "(one prompt per line, e.g. Parti-Prompts or COCO captions)")
     ref = QualityReference(real=real if real is not None else entry.real,
                            extractor=extractor or entry.extractor, extractor_weights=extractor_weights,
-                           clip_model=(clip_model or entry.clip_model) if entry.text else None,
-                           clip_pretrained=(clip_pretrained or entry.clip_pretrained) if entry.text else None,
+                           clip_model=(clip_model or entry.clip_model) if entry.text and clip else None,
+                           clip_pretrained=(clip_pretrained or entry.clip_pretrained) if entry.text and clip else None,
                            prompts_file=prompts_file)
     if needs_real and ref.real is None:
         raise UserError(f"model {entry.name!r} needs its real data for FID: pass --real DIR (images of "

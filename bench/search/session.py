@@ -98,7 +98,7 @@ def prepare(req: SearchRequest) -> PreparedSearch:
     # every input (weights layout, real data for an FID fitness, extractor weights, prompts) checked before loading
     inputs = resolve_inputs(preset.model, req.weights, device=req.device, real=req.real, extractor=req.extractor,
                             extractor_weights=req.extractor_weights, prompts_file=req.prompts,
-                            needs_real=req.fitness == "fid")
+                            needs_real=req.fitness == "fid", clip=False)
     space, cost, budget = space_of(preset, layout=req.layout, segments=req.segments, branches=req.branches,
                                    intervals=req.intervals, budget_g=req.budget, model=req.model)
     config = search_config(preset, **{f.name: getattr(req, f.name) for f in fields(req) if f.name != "preset"})
