@@ -423,8 +423,8 @@ def test_macs_command_prints_both_conventions_and_writes_outputs(cifar, cache_di
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["macs", "--preset", "nope"], "unknown preset"),
-    (["latency", "--preset", "nope"], "unknown preset"),
+    (["macs", "--preset", "nope"], "unknown model 'nope'"),
+    (["latency", "--model", "nope"], "unknown model 'nope'"),
     (["latency", "--preset", "embedded", "--branches", "1,x"], "malformed --branches"),
     (["latency", "--preset", "embedded", "--plan", "uniform:10:x:1"], "malformed plan spec"),
     (["latency", "--preset", "embedded", "--batch", "0"], "batch size"),

@@ -230,6 +230,7 @@ def built(tmp_path_factory):
                               clip_model="ViT-S-32")  # ViT-S-32: open_clip's code path of ViT-B-32, smaller
 
 
+@pytest.mark.slow   # real-architecture folders: the smoke matrix (CI's slow tier) loads and runs them
 def test_real_architecture_cifar_and_ldm_folders(built):
     record = fixtures.fixture_record(built["models"]["ldm-4-g"])
     assert record["weights"] == "random" and (record["real_sample_size"], record["sample_size"]) == (64, 8)
@@ -262,6 +263,7 @@ def test_real_architecture_cifar_and_ldm_folders(built):
     assert len(list(built["real"]["ldm-4-g"].glob("*.png"))) == fixtures.REAL_IMAGES
 
 
+@pytest.mark.slow   # real-architecture folders: the smoke matrix (CI's slow tier) loads and runs them
 def test_build_all_keeps_what_exists(built):
     root = built["prompts"].parent
     stamp = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
@@ -270,6 +272,7 @@ def test_build_all_keeps_what_exists(built):
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == stamp
 
 
+@pytest.mark.slow   # real-architecture folders: the smoke matrix (CI's slow tier) loads and runs them
 def test_torch_fidelity_loads_the_random_inception_file(built):
     from torch_fidelity.utils import create_feature_extractor
 
@@ -283,6 +286,7 @@ def test_torch_fidelity_loads_the_random_inception_file(built):
     assert (feats[0] - feats[1]).abs().mean() > 0 and 1e-3 < feats.abs().mean() < 1e3
 
 
+@pytest.mark.slow   # real-architecture folders: the smoke matrix (CI's slow tier) loads and runs them
 def test_open_clip_loads_the_random_file(built):
     import open_clip
 

@@ -69,8 +69,8 @@ def test_tiny_t2i_search_runs_and_its_best_plan_samples(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best"]["scheduler"] == "plms"
     assert summary["best"]["avg_macs"] <= 90 / 338.76 * summary["setting"]["step_macs"][-1]
-    assert main(["sample", "--plan", str(out / "best.json"), "--seeds", "0-1", "--guidance", "1.5",
-                 "--prompt", "a handwritten two", "--out", str(tmp_path / "img")]) == 0
+    assert main(["sample", "--model", "embedded-t2i", "--plan", str(out / "best.json"), "--seeds", "0-1",
+                 "--guidance", "1.5", "--prompt", "a handwritten two", "--out", str(tmp_path / "img")]) == 0
     assert len(list((tmp_path / "img").iterdir())) == 2
 
 
