@@ -283,21 +283,30 @@ def fast_random_init(module: torch.nn.Module, seed: int = 0, pool_size: int = 1 
     """Fill parameters with a deterministic pseudo-random pattern in seconds (torch's own init of SD's 860 M
     parameters takes ~18 s on 2 cores): slices of one pool of N(0, 1) values at per-tensor offsets, scaled by
     1/sqrt(fan_in); norm weights 1, biases 0.  Values do not change MACs and barely change CPU latency."""
+    with torch.no_grad():
+        for (_, p), (_, values) in zip(module.named_parameters(), random_values(module, seed, pool_size)):
+            p.view(-1).copy_(values.view(-1))
+
+
+def random_values(model: torch.nn.Module, seed: int = 0, pool_size: int = 1 << 20):
+    """``(name, values)`` of every parameter of ``model`` (any device, meta included) as :func:`fast_random_init`
+    sets them, one tensor at a time in one reused buffer (the fixtures stream them to disk)."""
     g = torch.Generator().manual_seed(seed)
     pool = torch.randn(2 * pool_size, generator=g)
     offsets = torch.randint(0, pool_size, (4096,), generator=g).tolist()
-    with torch.no_grad():
-        for i, (name, p) in enumerate(module.named_parameters()):
-            flat = p.view(-1)
-            if p.dim() <= 1:
-                flat.fill_(1.0 if name.endswith("weight") else 0.0)
-                continue
-            scale = 1.0 / (p[0].numel() ** 0.5)
-            start, n = offsets[i % len(offsets)], flat.numel()
+    params = list(model.named_parameters())
+    buffer = torch.empty(max((p.numel() for _, p in params), default=0))
+    for i, (name, p) in enumerate(params):
+        flat = buffer[:p.numel()]
+        if p.dim() <= 1:
+            flat.fill_(1.0 if name.endswith("weight") else 0.0)
+        else:
+            start, n = offsets[i % len(offsets)], p.numel()
             rows, rest = divmod(n, pool_size)
             # one broadcast copy per tensor: per-chunk loops are ~20x slower on a loaded 2-core machine
             if rows:
                 flat[:rows * pool_size].view(rows, pool_size).copy_(pool[start:start + pool_size].expand(rows, -1))
             if rest:
                 flat[rows * pool_size:].copy_(pool[start:start + rest])
-            flat.mul_(scale)
+            flat.mul_(1.0 / (p[0].numel() ** 0.5))
+        yield name, flat.view(p.shape)

@@ -86,26 +86,10 @@ def _meta(cls: str, config: dict) -> torch.nn.Module:
 
 
 def random_values(model: torch.nn.Module, seed: int = 0, pool_size: int = 1 << 20):
-    """``(name, values)`` of every parameter of ``model`` (any device, meta included), exactly the values
-    :func:`bench.presets.fast_random_init` would give it, one tensor at a time in one reused buffer."""
-    g = torch.Generator().manual_seed(seed)
-    pool = torch.randn(2 * pool_size, generator=g)
-    offsets = torch.randint(0, pool_size, (4096,), generator=g).tolist()
-    params = list(model.named_parameters())
-    buffer = torch.empty(max((p.numel() for _, p in params), default=0))
-    for i, (name, p) in enumerate(params):
-        flat = buffer[:p.numel()]
-        if p.dim() <= 1:
-            flat.fill_(1.0 if name.endswith("weight") else 0.0)
-        else:
-            start, n = offsets[i % len(offsets)], p.numel()
-            rows, rest = divmod(n, pool_size)
-            if rows:
-                flat[:rows * pool_size].view(rows, pool_size).copy_(pool[start:start + pool_size].expand(rows, -1))
-            if rest:
-                flat[rows * pool_size:].copy_(pool[start:start + rest])
-            flat.mul_(1.0 / (p[0].numel() ** 0.5))
-        yield name, flat.view(p.shape)
+    """:func:`bench.presets.random_values`: the values :func:`bench.presets.fast_random_init` gives, streamed."""
+    from bench.presets import random_values as values
+
+    return values(model, seed, pool_size)
 
 
 def save_random(model: torch.nn.Module, folder: str | Path, seed: int = 0) -> Path:
