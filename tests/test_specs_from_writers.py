@@ -41,6 +41,7 @@ from bench.cli import main, parse_invocation
 from bench.experiments.models import get_model
 from bench.experiments.spec import known, load
 from bench.results import METRICS, header
+from reports.check import CELL_NUMBER, FOOTNOTE   # the same cell grammar the smoke matrix checks
 
 ROWS = ["--images", "10", "--bootstrap", "2", "--quiet"]
 # appended to a footnoted command of that writer (the last value of an option wins)
@@ -61,10 +62,7 @@ SPEC_FLAGS = {"table2": ["--set", "autodiffusion.search_images=8", "--set",
                          'autodiffusion.evolution={"population": 3, "top_k": 1, "mutation": 2, "crossover": 1, '
                          '"epochs": 1, "stage1_epochs": 1, "ramp_epochs": 1}']}
 
-NUMBER = r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?"
-CELL_NUMBER = re.compile(rf"^{NUMBER}x?( \[{NUMBER}x?, {NUMBER}x?\])?$")
 CELL_MISSING = re.compile(r"^(search|needs weights|not yet filled: flexbench [a-z-]+|not stored) \[(\d+)\]$")
-FOOTNOTE = re.compile(r"^\[(\d+)\] fills it: `(.+)`\s*$")
 
 
 def test_every_spec_and_shipped_model_has_a_test():

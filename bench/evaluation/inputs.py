@@ -48,7 +48,9 @@ class ModelInputs:
 
         from bench.models import load_model
 
-        return load_model(self.entry.loader, self.weights, device=self.device, dtype=dtype or torch.float32)
+        # by name: no --weights means the model's own default (e.g. google/ddpm-bedroom-256, as checked), not the
+        # loader's
+        return load_model(self.entry.name, self.weights, device=self.device, dtype=dtype or torch.float32)
 
 
 def _weights_of(entry, weights: str | None):
