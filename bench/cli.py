@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "bench.commands.quality",
     "bench.commands.search",
     "bench.commands.search_bench",
+    "bench.commands.yardstick",
     "bench.commands.run",
     "bench.commands.ablation",
     "bench.commands.bench_compare",

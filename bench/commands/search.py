@@ -65,6 +65,10 @@ def run_search(args) -> int:
     finally:
         bar.close()
     top, out = result.best, p.out
+    if "fast" in summary:
+        f = summary["fast"]
+        print(f"fast mode: {f['evaluated']} candidates, {f['screened']} stopped early; fast best "
+              f"{f['best']['fitness']:.5g}; {len(result.evaluated)} re-evaluated exactly (Pareto set and best):")
     print(f"best: {p.setting.fitness} {top.fitness:.5g}, avg MACs {top.avg_macs / G:.4g} G "
           f"({100 * top.avg_macs / full:.1f} % of the teacher), NFE {top.plan.nfe}, candidate {top.candidate.key()}")
     print(f"evaluations: {fitness.done} new, {fitness.cached} read from the store; {len(result.evaluated)} distinct; "
@@ -143,8 +147,19 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--compile", action="store_true", help="torch.compile the U-Net (teacher too)")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format (teacher too)")
-    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="evaluation dtype (teacher too)")
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "bf16-weights"),
+                   help="evaluation dtype: bf16 autocast or bf16 weights (teacher too; refused where the device has "
+                        "no native bfloat16 kernels)")
     p.add_argument("--executor", default="local", choices=("local", "ray"), help="where candidates are evaluated")
+    p.add_argument("--fast", action="store_true", help="fast mode: a child is evaluated on a first block of images "
+                   "and stops when it cannot matter to Algorithm 1 (adaptive image counts); the final Pareto set and "
+                   "best are re-evaluated exactly (docs/search-cost.md). Default: the exact mode")
+    p.add_argument("--screen-stages", default=None, help="--fast: image counts of the screening stages "
+                   "(default 32,96)")
+    p.add_argument("--screen-z", type=float, default=None, help="--fast: margin in units of the measured rFID "
+                   "noise (default 2)")
+    p.add_argument("--screen-epsilon", type=float, default=None, help="--fast: chance per parent draw that a stopped "
+                   "child would have been the parent (default 1e-3)")
     p.add_argument("--actors", type=int, default=2, help="Ray actors (default 2)")
     p.add_argument("--address", default=None, help="address of an existing Ray cluster (default: start a local one)")
     p.add_argument("--store", default="runs/results.sqlite", help="results store (SQLite; default "

@@ -161,19 +161,26 @@ class Evaluator:
         return self.key if extras is None else f"{self.key}/{extras.tag}"
 
     @torch.no_grad()
-    def images(self, plan: Plan, extras: PlanExtras | None = None, reuse: bool = True) -> tuple[torch.Tensor, dict]:
-        """uint8 NCHW images of ``plan`` for the setting's seeds, and what it cost (``resumed_at``: steps taken from
-        a stored state; ``unet_image_steps``: network evaluations x images actually run; ``io_s``: state store)."""
+    def images(self, plan: Plan, extras: PlanExtras | None = None, reuse: bool = True, lo: int = 0,
+               hi: int | None = None) -> tuple[torch.Tensor, dict]:
+        """uint8 NCHW images of ``plan`` for the setting's seeds (images ``lo .. hi - 1`` of them: the search's
+        staged evaluation, :mod:`bench.search.screening`), and what it cost (``resumed_at``: steps taken from a
+        stored state; ``unet_image_steps``: network evaluations x images actually run; ``io_s``: state store).
+        A range other than all images keeps its sampler states apart (its batches are other batches)."""
         from bench.generate import decode_uint8, sample_batches, scheduler_maker
 
         s, bundle = self.setting, self.bundle
+        hi = s.n_images if hi is None else int(hi)
+        if not 0 <= lo < hi <= s.n_images:
+            raise UserError(f"image range {lo}..{hi} outside the setting's {s.n_images} images")
+        seeds, prompts = s.seeds[lo:hi], s.prompts_for(lo, hi)
         factory = extras.scheduler if extras is not None and extras.scheduler else s.scheduler
         make = scheduler_maker(factory)
         if extras is None or extras.scheduler is None:
             plan.validate(None, s.grid_length)  # candidates and teacher share the base grid
         plan.validate(None, len(make(bundle.scheduler_config, len(plan)).timesteps))
         store = self.states if reuse else None
-        scope = self._scope(extras)
+        scope = self._scope(extras) + ("" if (lo, hi) == (0, s.n_images) else f"/images{lo}-{hi}")
         tokens = tuple(extras.tokens) if extras is not None and extras.tokens is not None else plan.tokens()
         if len(tokens) != len(plan):
             raise UserError(f"{len(tokens)} prefix tokens for a plan of {len(plan)} steps: give one per step")
@@ -192,13 +199,20 @@ class Evaluator:
             io[0] += time.perf_counter() - t_io
 
         with num_threads(s.threads), hook, execution.autocast(s.mode, s.device):
-            latents = sample_batches(bundle, plan, s.seeds, scheduler=factory, guidance_scale=s.guidance,
-                                     prompts=list(s.prompts) if s.prompts else None, batch_size=s.batch_size,
+            latents = sample_batches(bundle, plan, seeds, scheduler=factory, guidance_scale=s.guidance,
+                                     prompts=prompts, batch_size=s.batch_size,
                                      states=states, stops=stops, cache_branches=keep,
                                      on_stop=put if store is not None else None)
-        work = sum(step.evaluates for step in plan.steps[start:]) * s.n_images
+        work = sum(step.evaluates for step in plan.steps[start:]) * len(seeds)
         images = decode_uint8(bundle, latents.float(), s.batch_size)
         return images, {"resumed_at": start, "unet_image_steps": work, "io_s": io[0]}
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The fitness layer's features of uint8 images, ``(n, d)``."""
+        from bench.quality.images import as_images
+
+        imageset = as_images(images, "candidate")
+        return self.extractor.extract(imageset, imageset.shape[0], (self.layer,), self.setting.batch_size)[self.layer]
 
     # ---- fitness ----------------------------------------------------------------------------------------------
     def evaluate_one(self, plan: Plan, extras: PlanExtras | None = None, reuse: bool = True) -> dict:

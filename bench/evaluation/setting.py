@@ -15,7 +15,7 @@ from pathlib import Path
 from flexiffusion.errors import UserError
 
 FITNESS_KINDS = ("rfid", "fid", "mse")  # rFID vs the teacher (default), FID vs real data, pixel MSE vs the teacher
-DTYPES = ("fp32", "bf16")
+DTYPES = ("fp32", "bf16", "bf16-weights")  # bf16: autocast; bf16-weights: the U-Net's weights cast to bfloat16
 FITNESS_VERSION = 1  # bump when the way a fitness value is computed changes: old stored values stop matching
 
 

@@ -56,6 +56,7 @@ class Backend:
     describe: dict = field(default_factory=dict)
     fields: dict = field(default_factory=dict)
     batch: int = 1        # proposals per call (1: each evaluation is committed the moment it completes)
+    observe: Callable | None = None   # observe(population) before each round (the fast mode's screening)
 
 
 @dataclass
@@ -104,6 +105,11 @@ class StoredFitness(StoredEvaluations, CandidateFitness):
         super().__init__(store, self.eval_key, lambda proposals: run.backend.rows(proposals, run.space), self._rows,
                          run.backend.batch)
 
+    def observe(self, population) -> None:
+        observe = getattr(self.run.backend, "observe", None)
+        if observe is not None:
+            observe(population)
+
     def eval_key(self, proposal: Proposal) -> str:
         return eval_key(self.run.backend.key, proposal.digest)
 
@@ -113,7 +119,7 @@ class StoredFitness(StoredEvaluations, CandidateFitness):
         base = {"experiment": "search", "method": "flexiffusion", "plan_digest": p.digest,
                 "plan": {**p.plan.to_dict(), **dpm}, "grid": len(p.plan), **self.run.backend.fields,
                 "extra": {"evaluation": self.run.backend.key, "candidate": p.candidate.key(), "layout": space.layout,
-                          "solver": space.solver}}
+                          "solver": space.solver, "profile": self.run.backend.describe.get("profile", "exact")}}
         metrics = {"avg_macs": p.avg_macs, "nfe": p.plan.nfe}
         metrics.update({k: result[k] for k in FLOAT_METRICS if k in result})
         metrics.update({k: v for k, v in result.items() if k not in metrics and isinstance(v, (int, float))
@@ -178,9 +184,12 @@ def _plan_json(e, space: SearchSpace, scheduler: str | None = None) -> dict:
 
 
 def write_outputs(run: SearchRun, result: SearchResult, out: Path, store, search_s: float | None = None,
-                  computed: int | None = None) -> dict:
+                  computed: int | None = None, cost_result: SearchResult | None = None,
+                  extra: dict | None = None) -> dict:
     """best.json, pareto/*.json, summary.json (atomic) and the search result in the store; with ``search_s`` (the
-    wall time of the search, :func:`run_search`) also its Table 5 cost result (:func:`search_cost_rows`)."""
+    wall time of the search, :func:`run_search`) also its Table 5 cost result (:func:`search_cost_rows`, over
+    ``cost_result``'s evaluations when given: the fast mode reports exact re-evaluations in ``result``).
+    ``extra``: more summary fields (the fast mode's own values)."""
     out = Path(out)
     pareto = result.pareto()
     plan_json = functools.partial(_plan_json, space=run.space, scheduler=run.backend.fields.get("scheduler"))
@@ -189,7 +198,8 @@ def write_outputs(run: SearchRun, result: SearchResult, out: Path, store, search
                "pareto": [plan_json(e) for e in pareto],
                "population": [{"candidate": e.candidate.key(), "digest": e.digest, "avg_macs": e.avg_macs,
                                "fitness": e.fitness} for e in result.population],
-               "history": result.history, "evaluated": len(result.evaluated), "setting": run.setting()}
+               "history": result.history, "evaluated": len(result.evaluated), "setting": run.setting(),
+               **(extra or {})}
     names = {f"{i:02d}-{e.digest}.json": e for i, e in enumerate(pareto)}
     for fname, e in names.items():
         atomic_write_json(out / "pareto" / fname, plan_json(e))
@@ -207,7 +217,8 @@ def write_outputs(run: SearchRun, result: SearchResult, out: Path, store, search
     store.get_or_put(result_key(SEARCH_PREFIX, run.key()),
                      lambda: [{**r, "value": None if math.isinf(r["value"]) else r["value"]} for r in rows])
     if search_s is not None:
-        store.get_or_put(search_cost_key(run), lambda: search_cost_rows(run, result, store, search_s, computed))
+        store.get_or_put(search_cost_key(run), lambda: search_cost_rows(run, cost_result or result, store, search_s,
+                                                                        computed))
     return summary
 
 
@@ -274,11 +285,12 @@ def search_cost_rows(run: SearchRun, result: SearchResult, store, search_s: floa
 
 
 def run_search(run: SearchRun, store_path, out, progress: Callable[[dict, StoredFitness], None] | None = None,
-               on_evaluation: Callable[[StoredFitness], None] | None = None
+               on_evaluation: Callable[[StoredFitness], None] | None = None, finish: Callable | None = None
                ) -> tuple[SearchResult, dict, StoredFitness]:
     """Check, register, search (resuming from the store), write the outputs and the search's cost result
     (:func:`search_cost_rows`, its wall time measured here); ``progress`` after each iteration, ``on_evaluation``
-    after each new evaluation."""
+    after each new evaluation.  ``finish(result, store) -> (result, summary extra)`` replaces the result before the
+    outputs are written (the fast mode's exact re-evaluation, :mod:`bench.search.fast`)."""
     import time
 
     from bench.store import ResultStore
@@ -294,5 +306,10 @@ def run_search(run: SearchRun, store_path, out, progress: Callable[[dict, Stored
         result = evolve(run.space, run.space.plan_cost(run.step_macs), fitness, run.budget, run.config,
                         progress=None if progress is None else (lambda stats: progress(stats, fitness)))
         search_s = time.perf_counter() - t0
-        summary = write_outputs(run, result, out, store, search_s, fitness.done)
+        if finish is None:
+            summary = write_outputs(run, result, out, store, search_s, fitness.done)
+        else:
+            reported, extra = finish(result, store)
+            summary = write_outputs(run, reported, out, store, search_s, fitness.done, cost_result=result, extra=extra)
+            result = reported
     return result, summary, fitness

@@ -40,6 +40,51 @@ def plan_extras(candidate: Candidate, plan: Plan, space: SearchSpace, scheduler:
     return None
 
 
+def fast_key(setting, screen) -> str:
+    """The evaluation key of the fast mode's (screened) evaluations: the exact setting's key and the screening
+    config, so they never mix with exact evaluations in the store."""
+    from bench.cache import stable_hash
+
+    return stable_hash({"evaluation": setting.key(), "profile": "fast", "screen": screen.to_dict()})
+
+
+def screening_backend(setting, space: SearchSpace, screen, n_p: int, *, cache_dir=None) -> Backend:
+    """The fast mode's :class:`Backend`: each proposal evaluated in stages of images (:mod:`.screening`), stopped
+    when it cannot matter to Algorithm 1; this process only (the stages follow the population round by round)."""
+    from bench.evaluation.evaluator import Evaluator
+
+    from .screening import Screening
+
+    key = fast_key(setting, screen)
+    holder: list = []
+
+    def get():
+        if not holder:
+            ev = Evaluator(setting, cache_branches=space.branches, cache_dir=cache_dir).prepare()
+            holder.append(Screening(ev, screen, n_p, key, cache_dir=cache_dir))
+        return holder[0]
+
+    def rows(proposals: Sequence[Proposal], sp: SearchSpace) -> list[dict]:
+        sc = get()
+        return [sc.evaluate_one(p.plan, p.digest, plan_extras(p.candidate, p.plan, sp, setting.scheduler))
+                for p in proposals]
+
+    backend = Backend(key, rows, {**setting.to_dict(), "profile": "fast", "screen": screen.to_dict()}, _fields(setting),
+                      batch=1, observe=lambda population: get().observe(population))
+    backend.prepare = get
+    backend.close = lambda: None
+    backend.screening = lambda: holder[0] if holder else None
+    return backend
+
+
+def _fields(setting) -> dict:
+    seeds = list(setting.seeds)
+    return {"model": setting.model, "weights": setting.weights, "scheduler": setting.scheduler,
+            "n_images": setting.n_images,
+            "seeds": f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else str(seeds),
+            **setting.provenance()}  # the device and threads the evaluations run with, not the process default
+
+
 def evaluator_backend(setting, space: SearchSpace, *, executor: str = "local", cache_dir=None,
                       actors: int = 2, address: str | None = None) -> Backend:
     """A :class:`Backend` over an executor (:mod:`bench.evaluation.executors`) built on first use; states for prefix
@@ -65,12 +110,8 @@ def evaluator_backend(setting, space: SearchSpace, *, executor: str = "local", c
         return get().map([p.plan for p in proposals],
                          [plan_extras(p.candidate, p.plan, sp, setting.scheduler) for p in proposals])
 
-    seeds = list(setting.seeds)
-    fields = {"model": setting.model, "weights": setting.weights, "scheduler": setting.scheduler,
-              "n_images": setting.n_images,
-              "seeds": f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else str(seeds),
-              **setting.provenance()}  # the device and threads the evaluations run with, not the process default
-    backend = Backend(setting.key(), rows, setting.to_dict(), fields, batch=1 if executor == "local" else 1 << 30)
+    backend = Backend(setting.key(), rows, setting.to_dict(), _fields(setting),
+                      batch=1 if executor == "local" else 1 << 30)
     backend.prepare = get
     backend.close = lambda: holder and holder[0].close()
     return backend

@@ -58,6 +58,11 @@ class SearchRequest:
     actors: int = 2
     address: str | None = None
     cache_dir: str | None = None
+    # the fast mode (bench.search.fast): adaptive image counts, final Pareto set and best re-evaluated exactly
+    fast: bool = False
+    screen_stages: tuple | str | None = None   # image counts of the screening stages (default 32, 96)
+    screen_z: float | None = None              # margin in units of the measured noise (default 2)
+    screen_epsilon: float | None = None        # chance per parent draw that a stopped child was the parent
 
     @classmethod
     def from_namespace(cls, ns) -> "SearchRequest":
@@ -72,6 +77,7 @@ class PreparedSearch:
     setting: object      # bench.evaluation.setting.EvaluationSetting
     cost: object         # bench.cost.schedule_cost.CostModel
     out: Path
+    finish: Callable | None = None   # the fast mode's exact re-evaluation
 
     @property
     def name(self) -> str:
@@ -79,13 +85,19 @@ class PreparedSearch:
 
     def describe(self) -> str:
         r, s = self.run, self.setting
+        mode = ""
+        if self.request.fast:
+            screen = r.backend.describe["screen"]
+            mode = (f"; fast mode: stages {'/'.join(map(str, screen['stages']))} images, z {screen['z']}, "
+                    "final Pareto set and best re-evaluated exactly")
         return (f"search {r.name}: {r.space.count():.3e} candidates, budget {r.budget / G:.4g} G avg MACs "
                 f"({100 * r.budget / self.cost.full_macs:.1f} % of the teacher), {s.n_images} images per candidate "
-                f"({s.fitness}), {r.config.iterations} iterations; store {self.request.store}")
+                f"({s.fitness}), {r.config.iterations} iterations; store {self.request.store}{mode}")
 
 
 def prepare(req: SearchRequest) -> PreparedSearch:
     """Space, budget, Algorithm 1 settings, evaluation setting and backend; every check before anything is written."""
+    from bench.evaluation import execution
     from bench.evaluation.inputs import resolve_inputs
     from bench.evaluation.setting import EvaluationSetting, ExecutionMode
 
@@ -95,6 +107,13 @@ def prepare(req: SearchRequest) -> PreparedSearch:
 
     preset = get_preset(req.preset)
     check_model(preset, req.model)   # the vocabulary and the preset's model, before anything else
+    screen = None
+    if req.fast:
+        from .fast import check_fast
+
+        check_fast(req)
+        screen = screen_config(req)
+    execution.check_mode(ExecutionMode(req.compile, req.channels_last, req.dtype), req.device)
     # every input (weights layout, real data for an FID fitness, extractor weights, prompts) checked before loading
     inputs = resolve_inputs(preset.model, req.weights, device=req.device, real=req.real, extractor=req.extractor,
                             extractor_weights=req.extractor_weights, prompts_file=req.prompts,
@@ -104,7 +123,7 @@ def prepare(req: SearchRequest) -> PreparedSearch:
     config = search_config(preset, **{f.name: getattr(req, f.name) for f in fields(req) if f.name != "preset"})
     driver.check_budget(space, cost.step_macs, budget)
     driver.check_store_file(req.store)
-    name = req.name or f"{preset.name}-{space.layout}-s{config.seed}"
+    name = req.name or f"{preset.name}-{space.layout}-s{config.seed}" + ("-fast" if req.fast else "")
     out = Path(req.out or Path("runs") / "search" / name)
     images = req.images if req.images is not None else preset.images
     bundle = inputs.load()  # its conditioning decides on prompts and guidance
@@ -119,11 +138,36 @@ def prepare(req: SearchRequest) -> PreparedSearch:
         grid_length=space.grid, prompts=prompts, guidance=guidance, fitness=req.fitness, **quality,
         batch_size=req.batch_size, device=req.device, threads=req.threads,
         mode=ExecutionMode(req.compile, req.channels_last, req.dtype))
-    backend = evaluator_backend(setting, space, executor=req.executor, cache_dir=req.cache_dir,
-                                actors=req.actors, address=req.address)
+    exact = evaluator_backend(setting, space, executor=req.executor, cache_dir=req.cache_dir,
+                              actors=req.actors, address=req.address)
+    finish = None
+    if screen is None:
+        backend = exact
+    else:
+        from .fast import exact_finish
+        from .fitness import screening_backend
+
+        backend = screening_backend(setting, space, screen, config.parents, cache_dir=req.cache_dir)
     run = driver.SearchRun(name, space, budget, config, cost.step_macs, backend, preset.name)
+    if screen is not None:
+        finish = exact_finish(run, exact)
     driver.check_store(req.store, run)
-    return PreparedSearch(req, run, setting, cost, out)
+    return PreparedSearch(req, run, setting, cost, out, finish)
+
+
+def screen_config(req: SearchRequest):
+    """The fast mode's :class:`~bench.search.screening.ScreenConfig` from the request (defaults: its own)."""
+    from .screening import ScreenConfig
+
+    kwargs = {}
+    if req.screen_stages is not None:
+        stages = req.screen_stages
+        kwargs["stages"] = tuple(int(x) for x in (stages.split(",") if isinstance(stages, str) else stages))
+    if req.screen_z is not None:
+        kwargs["z"] = req.screen_z
+    if req.screen_epsilon is not None:
+        kwargs["epsilon"] = req.screen_epsilon
+    return ScreenConfig(**kwargs)
 
 
 def run_prepared(p: PreparedSearch, on_iteration: Callable | None = None, on_evaluation: Callable | None = None):
@@ -133,7 +177,7 @@ def run_prepared(p: PreparedSearch, on_iteration: Callable | None = None, on_eva
     backend = p.run.backend
     try:
         backend.prepare()
-        return driver.run_search(p.run, p.request.store, p.out, on_iteration, on_evaluation)
+        return driver.run_search(p.run, p.request.store, p.out, on_iteration, on_evaluation, finish=p.finish)
     finally:
         backend.close()
 

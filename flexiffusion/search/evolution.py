@@ -86,6 +86,11 @@ class CandidateFitness:
     def __call__(self, proposals: Sequence[Proposal]) -> Sequence[float]:
         raise NotImplementedError
 
+    def observe(self, population: Sequence["Evaluated"]) -> None:
+        """Called by :func:`evolve` before each round of evaluations with the population the new candidates will
+        join (empty before the initial population).  A fitness that stops early on candidates that cannot matter
+        (the search's fast mode, ``bench.search.screening``) reads it; by default it is ignored."""
+
 
 def _by_plans(evaluate: Callable[[list[Plan]], Sequence[float]]) -> Callable[[Sequence[Proposal]], Sequence[float]]:
     if isinstance(evaluate, CandidateFitness):
@@ -229,8 +234,10 @@ def evolve(space: SearchSpace, cost: Callable[[Plan], float],
         if progress is not None:
             progress(stats)
 
+    observe = evaluate.observe if isinstance(evaluate, CandidateFitness) else (lambda population: None)
     start = initial_population(space, propose.price, budget, config.initial, config.max_tries, rng,
                                lambda c: propose(c).digest)
+    observe([])
     evaluated, new = memo.get([propose(c) for c in start])
     population = sorted({e.digest: e for e in evaluated}.values(), key=Evaluated.order)[:config.population]
     report(0, population, 0, new)
@@ -245,6 +252,7 @@ def evolve(space: SearchSpace, cost: Callable[[Plan], float],
             child = propose(mutate(best.candidate, space, rng, config.n_m))
             if child.avg_macs <= budget:
                 children.append(child)
+        observe(population)
         evaluated, new = memo.get(children)
         merged = {e.digest: e for e in population}
         merged.update({e.digest: e for e in evaluated})
