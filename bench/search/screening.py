@@ -16,7 +16,7 @@ them.  A stopped child's fitness is its rFID on the images it ran (``screened`` 
 estimate on fewer images, biased upwards like every small-n FID, so it ranks low.  A child that passes every stage
 gets the rFID on all images, the exact mode's computation up to float round-off (its images come from other batches).
 
-Screening starts once ``min_members`` members (default ``n_p``) were evaluated on all images; the initial population
+Screening starts once ``min_members`` members (default ``n_p // 2``) were evaluated on all images; the initial population
 is screened against its members evaluated before it.  The margin (in log rFID) is per stage, from the noise of
 paired log rFID differences between two disjoint image sets measured by the yardstick
 (:mod:`bench.search.yardstick`: ``sigma_log_diff``), times ``z``.
@@ -43,7 +43,7 @@ class ScreenConfig:
     """Stages (image counts below the setting's, increasing), ``epsilon`` (chance per parent draw that a stopped child
     would have been the parent), ``z`` (margin in units of the measured noise), ``sigma`` (measured SD of paired log
     rFID differences per stage: {images: sigma}; a stage without one uses the nearest measured count scaled by
-    sqrt(n_measured / n)) and ``min_members`` (members evaluated on all images before screening starts; None: n_p)."""
+    sqrt(n_measured / n)) and ``min_members`` (members evaluated on all images before screening starts; None: n_p // 2, at least 2)."""
 
     stages: tuple[int, ...] = (32, 96)
     epsilon: float = 1e-3
@@ -105,7 +105,7 @@ class Screening:
         self.n = n
         self.stages = tuple(k for k in config.stages if k < n) + (n,)
         self.fraction = parent_fraction(n_p, config.epsilon)
-        self.min_members = config.min_members if config.min_members is not None else max(2, n_p)
+        self.min_members = config.min_members if config.min_members is not None else max(2, n_p // 2)
         self.cache = Cache(cache_dir)
         self.members: list = []          # digests of the population (best first) and of this round's full evaluations
         self._features: dict[str, torch.Tensor] = {}
