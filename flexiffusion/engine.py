@@ -14,9 +14,9 @@ research code's ``--branch b - 1`` (both number three skips per down block: ``ba
 What a full step stores.  Of the skipped modules' outputs a partial step at ``b`` reads one value: the hidden state
 entering the consumer of skip ``b`` (the output of the up-path module just before it, or of the mid block for the
 deepest branch).  The other skipped outputs only flow into skipped modules, which ignore them; they keep their
-shapes (``torch.cat`` of the skipped up resnets checks them) but not their values.  So a full step keeps, for each
-branch ``b`` it is told to keep, that one tensor, and a one-element stand-in expanded to the shape of each other
-skipped output (``StepEngineConfig(minimal_cache=False)`` keeps every skipped output, for comparison).
+batch and spatial sizes (``torch.cat`` of the skipped up resnets checks them), not their channels or values.  So a full step keeps, for each
+branch ``b`` it is told to keep, that one tensor, and an empty stand-in (no channels, same batch and spatial sizes)
+for each other skipped output (``StepEngineConfig(minimal_cache=False)`` keeps every skipped output, for comparison).
 A full step replaces the whole cache: features of branches it was not told to keep are dropped, and a partial step
 at such a branch fails with a clear error instead of reading features of an older step.
 
@@ -90,8 +90,16 @@ class _Contexts(StateManager):
 
 
 def _shape_only(out):
-    """A stand-in for a module output whose values nobody reads: same shapes and dtypes, one element of memory."""
+    """A stand-in for a module output whose values nobody reads: same dtype, batch and spatial sizes, **no
+    channels** (dim 1 of size 0; a tensor of fewer than 2 dims: one element expanded to its shape).
+
+    Such outputs only flow into skipped modules, through the ``torch.cat`` of an up block's skipped resnets, which
+    checks every dim but dim 1: so those cats stay valid and cost nothing (with full-size stand-ins they
+    materialised zero tensors at full resolution, ~8 % of a partial(1) step on the embedded U-Net), and the U-Net's
+    own use of skip shapes (``upsample_size`` = ``shape[2:]``) is unchanged."""
     if isinstance(out, torch.Tensor):
+        if out.dim() >= 2:
+            return out.new_empty((out.shape[0], 0, *out.shape[2:]))
         return torch.zeros((), dtype=out.dtype, device=out.device).expand(out.shape)
     if isinstance(out, (tuple, list)):
         return type(out)(_shape_only(o) for o in out)

@@ -160,3 +160,58 @@ def test_bf16_refused_where_the_device_has_no_native_kernels(tmp_path, capsys, m
     err = capsys.readouterr().err.strip()
     assert "no native bfloat16 kernels" in err and "use --dtype fp32" in err and "\n" not in err
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow  # three tiny fast searches (about 1.5 min alone); .ci/run's slow line runs it
+def test_interrupted_fast_search_resumes_to_the_uninterrupted_result(tmp_path, capsys, monkeypatch):
+    from bench.search.screening import Screening
+
+    def args(d, *extra):
+        return ["search", "--preset", "embedded-41", "--images", "16", "--iterations", "2", "--initial", "5",
+                "--children", "3", "--parents", "2", "--threads", "1", "--batch-size", "16", "--fast",
+                "--screen-stages", "8", "--screen-z", "0", "--screen-epsilon", "0.5",
+                "--store", str(d / "s.sqlite"), "--cache-dir", str(d / "cache"), "--out", str(d / "o"), *extra]
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert main(args(tmp_path / "a")) == 0
+    whole = json.loads((tmp_path / "a" / "o" / "summary.json").read_text())
+    original, calls = Screening.evaluate_one, []
+
+    def dies_at_the_fourth(self, *a, **k):   # killed inside the initial population's round
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(Screening, "evaluate_one", dies_at_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        main(args(tmp_path / "b"))
+    monkeypatch.setattr(Screening, "evaluate_one", original)
+    assert main(args(tmp_path / "b")) == 0
+    assert "3 read from the store" in capsys.readouterr().out
+    resumed = json.loads((tmp_path / "b" / "o" / "summary.json").read_text())
+    assert whole["fast"]["screened"] >= 1
+    for k in ("best", "pareto", "history"):
+        assert resumed[k] == whole[k]
+    assert {k: v for k, v in resumed["fast"].items() if "evaluation" not in k} == \
+        {k: v for k, v in whole["fast"].items() if "evaluation" not in k}
+
+
+@pytest.mark.slow  # a tiny yardstick and a tiny three-arm benchmark through the commands (about 3 min alone)
+def test_yardstick_and_fast_bench_commands_run_end_to_end(tmp_path, capsys):
+    assert main(["search-yardstick", "--preset", "embedded-50", "--candidates", "6", "--k", "8,16",
+                 "--reference-images", "24", "--search-images", "8", "--search-iterations", "1", "--bootstrap", "50",
+                 "--threads", "1", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "ys")]) == 0
+    out = capsys.readouterr().out
+    assert "tau vs ref" in out and "sigma of a paired log-rFID difference" in out
+    ys = json.loads((tmp_path / "ys" / "yardstick.json").read_text())
+    assert ys["n_candidates"] == 6 and sum(c["from_search"] for c in ys["candidates"]) == 3
+    assert {r["mode"] for r in ys["table"]} == {"exact"} and set(ys["sigma_log_diff"]) == {"8", "16"}
+    assert main(["search-fast-bench", "--preset", "embedded-41", "--images", "16", "--iterations", "2", "--initial",
+                 "4", "--parents", "2", "--children", "2", "--population", "10", "--naive-evaluations", "3",
+                 "--exact-iterations", "1", "--final-images", "16", "--threads", "1", "--batch-size", "16",
+                 "--work-dir", str(tmp_path / "fb"), "--json", str(tmp_path / "fb.json")]) == 0
+    rep = json.loads((tmp_path / "fb.json").read_text())["seeds"][0]
+    assert rep["naive"]["requested_evaluations"] == 3 and rep["speedup_projected"] > 0
+    assert set(rep["final"]) == {"fast", "exact"} and rep["fast"]["requested_evaluations"] == 8

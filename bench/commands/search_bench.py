@@ -71,7 +71,7 @@ def run_fast(args) -> int:
                          else b2.get("iterations", 10), tuple(_ints(args.seeds, "--seeds")), args.threads,
                          args.batch_size, *(getattr(args, k) if getattr(args, k) is not None else b2.get(k)
                                             for k in ("initial", "parents", "children", "population")),
-                         args.naive_iterations, args.exact_iterations, args.final_images, args.screen_stages,
+                         args.naive_iterations, args.naive_evaluations, args.exact_iterations, args.final_images, args.screen_stages,
                          args.screen_z)
     if case.images < 2 or case.iterations < 1 or case.naive_iterations < 0:
         raise UserError("search-fast-bench needs --images >= 2, --iterations >= 1, --naive-iterations >= 0")
@@ -105,6 +105,8 @@ def register_fast(sub) -> None:
     p.add_argument("--children", type=int, default=None)
     p.add_argument("--population", type=int, default=None)
     p.add_argument("--naive-iterations", type=int, default=1, help="iterations of the naive arm (default 1)")
+    p.add_argument("--naive-evaluations", type=int, default=None, help="stop the naive arm after this many "
+                   "evaluations (its rate projects the full length)")
     p.add_argument("--exact-iterations", type=int, default=None, help="iterations of the exact arm (default: the "
                                                                       "fast arm's; 0: none)")
     p.add_argument("--final-images", type=int, default=1000, help="held-out images of the bests' exact rFID")

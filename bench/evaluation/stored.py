@@ -53,6 +53,7 @@ class StoredEvaluations:
         self.store, self.key, self.evaluate, self.rows, self.batch = store, key, evaluate, rows, batch
         self.done = self.cached = 0
         self.on_result: Callable[[], None] | None = None
+        self.on_stored: Callable[[object], None] | None = None   # called with each item read back from the store
 
     def _commit(self, key: str, item, result: dict) -> float:
         if self.store is None:
@@ -73,6 +74,8 @@ class StoredEvaluations:
             else:
                 values[k] = v
                 self.cached += 1
+                if self.on_stored is not None:
+                    self.on_stored(it)
         pending = list(todo.items())
         step = max(1, int(self.batch))
         for lo in range(0, len(pending), step):

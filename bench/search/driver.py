@@ -104,6 +104,9 @@ class StoredFitness(StoredEvaluations, CandidateFitness):
         self.run = run
         super().__init__(store, self.eval_key, lambda proposals: run.backend.rows(proposals, run.space), self._rows,
                          run.backend.batch)
+        note = getattr(run.backend, "note", None)
+        if note is not None:   # the fast mode: an evaluation read back joins this round's members as it did first
+            self.on_stored = lambda proposal: note(proposal.digest)
 
     def observe(self, population) -> None:
         observe = getattr(self.run.backend, "observe", None)

@@ -22,7 +22,8 @@ paired log rFID differences between two disjoint image sets measured by the yard
 (:mod:`bench.search.yardstick`: ``sigma_log_diff``), times ``z``.
 
 Features of every evaluated child are kept on disk (the evaluation cache, keyed by the evaluation key and the
-digest), so a resumed search sees the same member values and makes the same choices.
+digest), so a resumed search sees the same member values and makes the same choices: an evaluation read back from
+the store joins the round's members as it did when computed (:meth:`Screening.note`).
 """
 from __future__ import annotations
 
@@ -116,6 +117,13 @@ class Screening:
     # ---- Algorithm 1's view ---------------------------------------------------------------------------------
     def observe(self, population) -> None:
         self.members = [e.digest for e in population]
+
+    def note(self, digest: str) -> None:
+        """An evaluation of this round read back from the store (a resumed search): it joins the members as it did
+        when it was computed (evaluated on all images), so the rest of the round decides as the first run did."""
+        f = self.features_of(digest)
+        if f is not None and f.shape[0] >= self.n and digest not in self.members:
+            self.members.append(digest)
 
     # ---- stored features and values ------------------------------------------------------------------------
     def _feature_key(self, digest: str) -> dict:
