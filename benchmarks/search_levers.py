@@ -42,7 +42,7 @@ def _measure(setting, plans, cache_dir, executor="local"):
     kwargs = {"states": None, "cache_dir": cache_dir}
     if executor == "ray":
         ex = make_executor("ray", setting, actors=2, **kwargs)
-        ex.map(plans[:1])   # actors up, model and teacher built: not timed
+        ex.map(plans[:2])   # both actors up, model and teacher built: not timed
     else:
         ex = make_executor("local", setting, **kwargs)
         ex.evaluator

@@ -45,8 +45,8 @@ def setting_from(summary_setting: dict):
     """The :class:`EvaluationSetting` a search ran with, from its stored setting."""
     from bench.evaluation.setting import EvaluationSetting
 
-    d = summary_setting["evaluation_setting"]
-    return EvaluationSetting(**{**d, "seeds": tuple(d["seeds"])})
+    d = {k: v for k, v in summary_setting["evaluation_setting"].items() if k not in ("profile", "screen")}
+    return EvaluationSetting(**{**d, "seeds": tuple(d["seeds"])})   # a fast search: its exact setting
 
 
 def evaluate_stored(setting, items, step_macs, grid: int, store, *, search: str = "", cache_dir=None) -> list[dict]:

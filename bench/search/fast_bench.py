@@ -73,20 +73,25 @@ def _timed_search(req, log) -> dict:
             "iteration_s": [m - start for m in marks], "new": fitness.done}
 
 
-def _work(store_path, key: str, digests) -> dict:
+def _work(store_path, key: str, digests, n_images: int) -> dict:
     """U-Net image-steps and stage counts of the stored evaluations under ``key``."""
     from bench.store import ResultStore
 
     from .driver import eval_key
 
-    work, used, stopped = 0, [], 0
+    work, used, stopped, from_noise, unscreened = 0, [], 0, 0, 0
     with ResultStore(store_path) as store:
         for d in digests:
             rows = {r["metric"]: r["value"] for r in store.get(eval_key(key, d)) or []}
             work += int(rows.get("unet_image_steps") or 0)
-            used.append(int(rows.get("n_images_used") or 0))
+            n_used = int(rows.get("n_images_used") or 0)
+            used.append(n_used)
             stopped += int(rows.get("screened") or 0)
-    return {"unet_image_steps": work, "stopped": stopped, "n_images_used": used}
+            nfe = int(rows.get("nfe") or 0)
+            from_noise += nfe * n_images          # this candidate from noise on all images (exact counts)
+            unscreened += nfe * n_used            # ... from noise on the images it ran
+    return {"unet_image_steps": work, "stopped": stopped, "n_images_used": used,
+            "distinct_from_noise": from_noise, "from_noise_images_used": unscreened}
 
 
 class _Enough(Exception):
@@ -150,13 +155,19 @@ def run_fast_bench(case: FastBenchCase, work_dir, log=print, on_update=None) -> 
         prefix = eval_key(fsum["evaluation"], "x")[:-1]
         with ResultStore(fast_req.store) as store:
             evaluated = [k[len(prefix):] for k in store.keys(prefix)]
-        fw = _work(fast_req.store, fsum["evaluation"], evaluated)
+        fw = _work(fast_req.store, fsum["evaluation"], evaluated, case.images)
         history = fast["summary"]["history"]
         requested = history[0]["new_evaluations"] + sum(h["children"] for h in history[1:])
         row["fast"] = {"wall_s": fast["iteration_s"][-1], "iteration_s": fast["iteration_s"],
                        "teacher_s": fast["teacher_s"], "requested_evaluations": requested,
                        "distinct_evaluations": fsum["evaluated"], "stopped": fsum["screened"],
                        "unet_image_steps": fw["unet_image_steps"],
+                       # the U-Net work: distinct candidates from noise on all images -> on the images they ran
+                       # (screening) -> what ran (prefix reuse); requested / distinct is dedup's share
+                       "work_split": {"distinct_from_noise": fw["distinct_from_noise"],
+                                      "screening_factor": fw["distinct_from_noise"] / max(1, fw["from_noise_images_used"]),
+                                      "prefix_factor": fw["from_noise_images_used"] / max(1, fw["unet_image_steps"]),
+                                      "dedup_factor": requested / max(1, fsum["evaluated"])},
                        "stage_counts": {str(k): fw["n_images_used"].count(k) for k in sorted(set(fw["n_images_used"]))},
                        "best_fast_fitness": fsum["best"]["fitness"], "best_digest": fast["result"].best.digest,
                        "best_exact_fitness": fast["result"].best.fitness,
@@ -231,6 +242,9 @@ def format_fast_report(r: dict) -> str:
                      f"{f['requested_evaluations']} requested evaluations, {f['distinct_evaluations']} distinct, "
                      f"{f['stopped']} stopped early (images used: {f['stage_counts']}); "
                      f"{f['unet_image_steps']} U-Net image-steps; {f['evaluations_per_hour']:.0f} evaluations/hour")
+        w = f["work_split"]
+        lines.append(f"  U-Net work saved: dedup {w['dedup_factor']:.2f}x (evaluations), screening "
+                     f"{w['screening_factor']:.2f}x, prefix reuse {w['prefix_factor']:.2f}x (image-steps)")
         if n:
             same = (f"fast is {s['speedup_at_naive_iterations']:.2f}x faster over the same "
                     f"{n['complete_iterations']} iterations; " if "speedup_at_naive_iterations" in s else "")
