@@ -75,10 +75,11 @@ class ScreenConfig:
         return d
 
 
-# SD of the paired difference log rFID(a) - log rFID(b) between two candidates, across two disjoint image sets, on
-# the embedded model (digits-cnn features, embedded-50 space): docs/search-cost.md, measured by
-# `flexbench search-yardstick` (2026-12-07).  Other models: measure with the yardstick and pass --screen-sigma.
-DEFAULT_SIGMA = {32: 0.25, 96: 0.14}
+# SD of one paired difference log rFID(a) - log rFID(b) between two candidates, from two disjoint image sets, on the
+# embedded model (digits-cnn features, embedded-50 space, 30 candidates): measured by `flexbench search-yardstick
+# --preset embedded-50 --candidates 30 --k 32,96,250 --reference-images 500` (2026-12-07, docs/search-cost.md).
+# Other models and extractors: measure with the yardstick.
+DEFAULT_SIGMA = {32: 0.196, 96: 0.507, 250: 0.226}
 
 
 def parent_fraction(n_p: int, epsilon: float) -> float:
