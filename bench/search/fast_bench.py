@@ -21,6 +21,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from .benchmark import _Recorder
+
 B2 = {"initial": 50, "parents": 25, "children": 5, "population": 300, "iterations": 100}
 
 
@@ -98,29 +100,20 @@ class _Enough(Exception):
     pass
 
 
-def _capped_recorder():
-    from .benchmark import _Recorder
+class _Capped(_Recorder):
+    """The naive arm's fitness: every proposal from noise, stopping the run after ``cap`` evaluations."""
 
-    class Capped(_Recorder):
-        """The naive arm's fitness: every proposal from noise, stopping the run after ``cap`` evaluations."""
+    def __init__(self, evaluator, extras, cap):
+        super().__init__(evaluator, False, extras)
+        self.cap = cap
 
-        def __init__(self, evaluator, extras, cap):
-            super().__init__(evaluator, False, extras)
-            self.cap = cap
-
-        def rows(self, proposals, space=None):
-            out = []
-            for p in proposals:
-                if self.cap is not None and len(self.results) >= self.cap:
-                    raise _Enough
-                out += super().rows([p], space)
-            return out
-
-    return Capped
-
-
-def _Capped(evaluator, extras, cap):
-    return _capped_recorder()(evaluator, extras, cap)
+    def rows(self, proposals, space=None):
+        out = []
+        for p in proposals:
+            if self.cap is not None and len(self.results) >= self.cap:
+                raise _Enough
+            out += super().rows([p], space)
+        return out
 
 
 def run_fast_bench(case: FastBenchCase, work_dir, log=print, on_update=None) -> dict:

@@ -74,7 +74,6 @@ def screening_backend(setting, space: SearchSpace, screen, n_p: int, *, cache_di
     backend.prepare = get
     backend.close = lambda: None
     backend.note = lambda digest: get().note(digest)
-    backend.screening = lambda: holder[0] if holder else None
     return backend
 
 
