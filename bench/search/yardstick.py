@@ -256,30 +256,48 @@ class ModeSampler:
         return self.cache.get_or_compute("yardstick-features", {"setting": self.key, "plan": plan.digest()}, compute)
 
 
-def rfid(features, teacher, lo: int, hi: int) -> float:
-    import warnings
+class TeacherRefs:
+    """The teacher's reference statistics over image ranges, each computed once (its covariance root is the costly
+    part: a d x d eigenproblem) and shared by every candidate; ``refs(mode, lo, hi)``."""
 
-    from bench.evaluation.frechet import FixedReferenceFID
-    from bench.quality.features import fid_statistics
+    def __init__(self, teachers: dict):
+        self.teachers, self._refs = teachers, {}
+
+    def __call__(self, mode: str, lo: int, hi: int):
+        if (mode, lo, hi) not in self._refs:
+            import warnings
+
+            from bench.evaluation.frechet import FixedReferenceFID
+            from bench.quality.features import fid_statistics
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t = torch.as_tensor(self.teachers[mode][lo:hi], dtype=torch.float64)
+                self._refs[(mode, lo, hi)] = FixedReferenceFID(fid_statistics(t))
+        return self._refs[(mode, lo, hi)]
+
+
+def rfid(features, ref, lo: int, hi: int) -> float:
+    """rFID of the candidate's images ``lo .. hi - 1`` against ``ref`` (the teacher's same images)."""
+    import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = FixedReferenceFID(fid_statistics(torch.as_tensor(teacher[lo:hi], dtype=torch.float64)))
         return ref.from_features(np.asarray(features[lo:hi], dtype=np.float64))
 
 
-def candidate_record(samplers: dict, teachers: dict, plan, config: YardstickConfig) -> dict:
+def candidate_record(samplers: dict, refs: TeacherRefs, plan, config: YardstickConfig) -> dict:
     """``{(mode, set, k): rFID}`` of one candidate: every mode on A's first k, exact on B's first k and on R."""
     n, N = config.n, config.reference_images
     rec = {}
     for m, s in samplers.items():
-        f, t = s.features(plan), teachers[m]
+        f = s.features(plan)
         for k in config.ks:
-            rec[(m, "A", k)] = rfid(f, t, 0, k)
+            rec[(m, "A", k)] = rfid(f, refs(m, 0, k), 0, k)
         if m == "exact":
             for k in config.ks:
-                rec[(m, "B", k)] = rfid(f, t, n, n + k)
-            rec[(m, "R", N)] = rfid(f, t, n, n + N)
+                rec[(m, "B", k)] = rfid(f, refs(m, n, n + k), n, n + k)
+            rec[(m, "R", N)] = rfid(f, refs(m, n, n + N), n, n + N)
     return rec
 
 
@@ -302,12 +320,12 @@ def run_yardstick(config: YardstickConfig, setting, cache_dir=None, progress=Non
     samplers = {"exact": ModeSampler(base, space, "exact", config.total_images, cache_dir)}
     for m in config.modes[1:]:
         samplers[m] = ModeSampler(base, space, m, config.n, cache_dir)
-    teachers = {m: s.teacher_features() for m, s in samplers.items()}
+    refs = TeacherRefs({m: s.teacher_features() for m, s in samplers.items()})
     records = []
     for i, c in enumerate(cands):
         plan = space.compile(c)
         records.append({"candidate": c.key(), "digest": plan.digest(), "from_search": i < (config.candidates + 1) // 2,
-                        **candidate_record(samplers, teachers, plan, config)})
+                        **candidate_record(samplers, refs, plan, config)})
         if progress is not None:
             progress(i + 1)
     summary = summarize(records, config, n_p, ScreenConfig())
