@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "bench.commands.run",
     "bench.commands.ablation",
     "bench.commands.bench_compare",
+    "bench.commands.bench_track",
     "bench.commands.experiment",
     "bench.commands.conformance",
     "bench.commands.smoke",

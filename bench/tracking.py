@@ -33,6 +33,9 @@ def tracked(path) -> dict[str, dict]:
                     raise UserError(f"{path}: tracked figure {name!r} of {b['name']} needs a kind prefix "
                                     f"({', '.join(KINDS)}) and a 'value'")
                 out[f"{b['name']}::{name}"] = entry
+        if not out:
+            raise UserError(f"{path} has no tracked figures (extra_info['tracked']): it is not a benchmark file of "
+                            "this suite; give the JSON that `pytest benchmarks --benchmark-json` wrote")
         return out
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"{path} is not a pytest-benchmark JSON file ({exc}): give the file --benchmark-json "
