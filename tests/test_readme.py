@@ -60,3 +60,23 @@ def test_lock_pins_every_dependency_within_the_pyproject_ranges():
         assert name in pins, f"{req.name} is not pinned in requirements/lock.txt"
         assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} outside {spec}"
     assert "ray" in project["optional-dependencies"] and canonicalize_name("flexiffusion-bench") not in pins
+
+
+def test_readme_test_command_sets_up_system_packages_first(tmp_path):
+    """On a fresh machine the README's test command installs what the tests need (as root) or names it: the
+    system-package step comes first, and without root it fails in one line naming the package."""
+    import os
+    import shutil
+    import subprocess
+
+    assert _readme_commands()[1].startswith(".ci/system-packages && ")
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    for tool in ("bash", "mktemp", "rm", "python3", "env"):
+        os.symlink(shutil.which(tool), bin_ / tool)
+    (bin_ / "id").write_text("#!/bin/sh\necho 1000\n")  # not root; and no chromium on this PATH
+    (bin_ / "id").chmod(0o755)
+    done = subprocess.run([str(bin_ / "bash"), str(ROOT / ".ci" / "system-packages")], capture_output=True, text=True,
+                          env={"PATH": str(bin_)})
+    assert done.returncode == 1
+    assert done.stderr.strip().count("\n") == 0 and "chromium" in done.stderr and "apt-get install" in done.stderr
