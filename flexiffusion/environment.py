@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-LIBRARIES = ("torch", "torchvision", "diffusers", "transformers", "torch-fidelity", "fvcore", "open_clip_torch",
-             "tomesd", "numpy", "scipy", "pandas", "scikit-learn", "ray", "flexiffusion-bench")
+LIBRARIES = ("torch", "torchvision", "diffusers", "transformers", "torch-fidelity", "torchmetrics", "fvcore",
+             "open_clip_torch", "tomesd", "numpy", "scipy", "pandas", "scikit-learn", "ray", "flexiffusion-bench")
 
 
 def library_version(dist: str) -> str:
