@@ -84,6 +84,15 @@ register(
     Metric("precision", "precision", "{:.3f}", "", "higher"),
     Metric("recall", "recall", "{:.3f}", "", "higher"),
     Metric("clip_score", "CLIP score", "{:.2f}", "", "higher"),
+    # per-image similarity to the teacher's image of the same seed, mean over images (bench.quality.similarity);
+    # PSNR is inf for images equal to the teacher's, LPIPS the text "needs <file>" without its backbone's weights
+    Metric("psnr_db", "PSNR vs teacher (dB)", "{:.2f}", "dB", "higher"),
+    Metric("ssim", "SSIM vs teacher", "{:.4f}", "", "higher"),
+    Metric("lpips", "LPIPS vs teacher", "{:.4f}", "", "lower"),
+    # memory of the row's generation pass (bench.cost.memory): CUDA max_memory_allocated, on the CPU the process's
+    # peak resident set; the most bytes the step engine's feature cache held, per image of a batch
+    Metric("peak_memory_mib", "peak memory (MiB)", "{:.1f}", "MiB", "lower"),
+    Metric("cache_kib_per_image", "cache KiB/image", "{:.1f}", "KiB", "lower"),
     # architecture cost rows (bench.experiments.costs) and Fig. B.1
     Metric("fraction_of_full", "fraction of a full step", "{:.3f}", "", "lower", COSTS),
     Metric("fraction_paper", "fraction of a full step (paper)", "{:.3f}", "", "lower", COSTS),

@@ -13,6 +13,11 @@ Metrics of a row (one store row each):
   ``speedup_paper`` / ``speedup_complete`` = teacher total / method total (the paper: speed-up by MACs);
 * ``generation_s_per_image``: wall time of the row's generation pass / its images (the row's ``threads`` and
   ``device`` are those it ran with);
+* ``peak_memory_mib``: the peak memory of that pass (:class:`bench.cost.memory.PeakMemory`: on CUDA
+  ``max_memory_allocated``, on the CPU the process's peak resident set size; what was read under
+  ``extra["memory"]``); ``cache_kib_per_image``: the most the step engine's feature cache held at once during it
+  (:class:`bench.cost.memory.CacheProbe`, every cache context) / the images of its largest batch (0 for plans
+  without partial steps);
 * its own result (:func:`measure_latency`, key :func:`latency_key`, which covers device and threads; measured only
   where a table shows it): ``latency_s_per_image`` / ``latency_iqr_s_per_image``, a controlled measurement with the
   latency harness (bench.cost.timing): the method generates the first ``LATENCY_IMAGES`` seeds as one batch, after
@@ -23,7 +28,11 @@ Metrics of a row (one store row each):
   statistics (an ``.npz`` with ``mu`` / ``sigma``, :mod:`bench.quality.statistics`): FID and IS as usual, while
   precision / recall, which need the real images' features, store the text ``"needs real images"``
   (:data:`bench.quality.reference.NEEDS_REAL_IMAGES`, what a table cell shows) and ``extra["quality_note"]`` says
-  why; a bootstrap spread of FID then resamples the generated images only (``extra["bootstrap"]["fid_over"]``).
+  why; a bootstrap spread of FID then resamples the generated images only (``extra["bootstrap"]["fid_over"]``);
+* ``psnr_db``, ``ssim``, ``lpips``: each image against the teacher's image of the same seed, the mean over images
+  (:mod:`bench.quality.similarity`; with a bootstrap spread: intervals of the means over images).  PSNR is inf for
+  images equal to the teacher's (the teacher itself); LPIPS is the text ``"needs <file>"`` without its backbone's
+  local weights file (how LPIPS was measured under ``extra["similarity"]``).
 
 A row's store key (``row/<model>/<label>/<hash>``, :func:`bench.results.result_key`) covers the model weights
 (:func:`bench.models.weights_identity`), the method and its config, the plan, the scheduler and the
@@ -36,20 +45,23 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from flexiffusion.errors import UserError
 from baselines.run import Run  # noqa: F401  (what a method hands measure(); re-exported)
 
-ROWS_VERSION = 3           # bump when what a row measures changes (new keys; old results stay readable)
+ROWS_VERSION = 4           # bump when what a row measures changes (new keys; old results stay readable)
                            # 2: text models costed at their own context length (was 77 tokens)
                            # 3: latency from the latency harness (+ IQR, generation wall time), threads as measured,
                            #    keys row/<model>/<label>/<hash> with the weights' content identity
+                           # 4: PSNR / SSIM / LPIPS against the teacher, peak memory, cache bytes per image
 EXPERIMENT = "baselines"
 MIN_ROW_IMAGES = 10        # Inception Score uses 10 splits
 LATENCY_IMAGES = 8         # the latency measurement's batch: the row's first seeds
 LATENCY_WARMUP = 1
 LATENCY_REPEATS = 5
+LPIPS_NET = "alex"         # LPIPS backbone of rows (bench.quality.similarity)
 G = 1e9
 
 
@@ -139,7 +151,18 @@ def row_key(bundle, run: Run, setting: RowSetting, bootstrap: int = 0) -> str:
              "setting": setting.key_fields()}
     if bootstrap:   # only then: keys of rows without a spread stay what they were
         ident["bootstrap"] = {"b": bootstrap, "interval": "normal", "level": 0.95}
+    lpips = lpips_identity()
+    if lpips:       # LPIPS's backbone weights are here: a row measures LPIPS with them (keyed by content)
+        ident["lpips"] = lpips
     return result_key("row", _part(bundle.name), _part(run.label), _hash(json.loads(json.dumps(ident, default=str))))
+
+
+def lpips_identity() -> str:
+    """The content identity of LPIPS's local backbone weights, "" when they are not here."""
+    from bench.quality.similarity import lpips_setting
+
+    weights = lpips_setting(LPIPS_NET)["weights"]
+    return "" if weights.startswith("needs ") else weights
 
 
 def latency_key(bundle, run: Run, setting: RowSetting) -> str:
@@ -210,6 +233,9 @@ def teacher_macs(bundle) -> dict:
 
 
 def _generate(bundle, run: Run, setting: RowSetting, prompts, progress: bool):
+    """``(images, NFE per batch, wall s, threads, memory)``: the row's generation pass; ``memory`` holds its peak
+    (:class:`~bench.cost.memory.PeakMemory`) and the engine cache's most bytes (:class:`~bench.cost.memory.CacheProbe`)."""
+    from bench.cost.memory import CacheProbe, PeakMemory
     from bench.generate import generate_images
 
     counter = _CallCounter(bundle.unet)
@@ -217,14 +243,49 @@ def _generate(bundle, run: Run, setting: RowSetting, prompts, progress: bool):
     try:
         with run.hooks():
             threads = torch.get_num_threads()   # what the generation runs with (the caller's scope)
-            t0 = time.perf_counter()
-            images = generate_images(bundle, run.plan, setting.seeds, scheduler=run.scheduler, prompts=prompts,
-                                     guidance_scale=setting.guidance_scale, batch_size=setting.batch_size,
-                                     progress=progress, desc=run.label)
-            wall = time.perf_counter() - t0
+            with PeakMemory(bundle.device) as peak, CacheProbe(bundle.unet) as cache:
+                t0 = time.perf_counter()
+                images = generate_images(bundle, run.plan, setting.seeds, scheduler=run.scheduler, prompts=prompts,
+                                         guidance_scale=setting.guidance_scale, batch_size=setting.batch_size,
+                                         progress=progress, desc=run.label)
+                wall = time.perf_counter() - t0
     finally:
         counter.close()
-    return images, counter.calls / batches, wall, threads
+    memory = {**peak.record(), "cache_max_bytes": cache.max_bytes,
+              "cache_batch_images": min(setting.batch_size, setting.n_images)}
+    return images, counter.calls / batches, wall, threads, memory
+
+
+def memory_values(memory: dict) -> dict:
+    """``peak_memory_mib`` (the text saying why when it was not measurable) and ``cache_kib_per_image`` of a
+    generation pass's ``memory`` record (:func:`_generate`)."""
+    from bench.cost.memory import KIB, MIB
+
+    peak = memory["peak_bytes"]
+    return {"peak_memory_mib": memory["missing"] if peak is None else peak / MIB,
+            "cache_kib_per_image": memory["cache_max_bytes"] / KIB / memory["cache_batch_images"]}
+
+
+def similarity(images, teacher, b: int = 0) -> tuple[dict, dict]:
+    """``(values, extra)``: mean PSNR / SSIM / LPIPS of ``images`` against the teacher's images of the same seeds
+    (bench.quality.similarity) and, with ``b`` > 0, their bootstrap intervals over images (``_low`` / ``_high`` /
+    ``_sd``; none for a mean with an inf, e.g. PSNR of the teacher itself); ``extra``: how they were measured."""
+    from bench.quality import as_images
+    from bench.quality.bootstrap import DEFAULT_LEVEL, bootstrap_mean
+    from bench.quality.similarity import lpips_setting, mean, per_image
+
+    values, per = {}, per_image(images, teacher, LPIPS_NET)
+    for name, v in per.items():
+        values[name] = mean(v)
+        if b and not isinstance(v, str) and bool(np.isfinite(v).all()):
+            s = bootstrap_mean(v, b=b, level=DEFAULT_LEVEL)
+            values.update({f"{name}_low": s.low, f"{name}_high": s.high, f"{name}_sd": s.sd})
+    psnr = per["psnr_db"]
+    extra = {"psnr": "10 log10(1 / MSE) per image, data range 1, mean over images",
+             "identical_images": int(np.isinf(psnr).sum()),
+             "ssim": {"window": "gaussian 11", "sigma": 1.5, "k1": 0.01, "k2": 0.03, "data_range": 1.0},
+             "lpips": lpips_setting(LPIPS_NET, as_images(images, "images").shape)}
+    return values, extra
 
 
 def latency(bundle, run: Run, setting: RowSetting, prompts):
@@ -331,7 +392,8 @@ def is_teacher(run: Run, setting: RowSetting) -> bool:
 def measure(bundle, run: Run, setting: RowSetting, store=None, cache_dir=None, progress: bool = True,
             bootstrap: int = 0, latency: bool = True) -> tuple[list[dict], bool]:
     """``(rows, reused)``: the run's rows, from ``store`` when its key is there, else measured (and stored).
-    ``bootstrap`` = B > 0 adds percentile intervals (95 %) of FID and rFID over B resamples of the images;
+    ``bootstrap`` = B > 0 adds intervals (95 %) of FID, rFID and the PSNR / SSIM / LPIPS means over B resamples of
+    the images;
     ``latency``: the controlled latency's rows too (:func:`measure_latency`, its own result)."""
     setting.validate()
     key = row_key(bundle, run, setting, bootstrap)
@@ -355,11 +417,11 @@ def _measured(bundle, run: Run, setting: RowSetting, key: str, cache_dir, progre
     prompts = setting.prompt_list(bundle)
     rfid = teacher_rfid(bundle, setting, prompts, cache_dir, progress)
     if is_teacher(run, setting) and not rfid.has_teacher_images():
-        images, nfe, wall, threads = _generate(bundle, run, setting, prompts, progress)   # sampled once: row and
-        rfid.provide_teacher_images(images)                                              # reference
+        images, nfe, wall, threads, memory = _generate(bundle, run, setting, prompts, progress)   # sampled once:
+        rfid.provide_teacher_images(images)                                                      # row and reference
     else:
         rfid.teacher_features()  # the teacher's images are not part of the method's latency
-        images, nfe, wall, threads = _generate(bundle, run, setting, prompts, progress)
+        images, nfe, wall, threads, memory = _generate(bundle, run, setting, prompts, progress)
     macs, teacher = run.macs(), teacher_macs(bundle)
     if setting.guidance_scale is not None:   # batched CFG: each call runs the conditional and unconditional half;
         macs = {**macs, "complete": 2 * macs["complete"]}     # the paper's convention counts batch 1 (SD: 338.76 G)
@@ -371,10 +433,14 @@ def _measured(bundle, run: Run, setting: RowSetting, key: str, cache_dir, progre
         values[f"avg_macs_{conv}_g"] = avg_macs(macs[conv], setting.teacher_steps) / G
         values[f"speedup_{conv}"] = teacher_total[conv] / macs[conv]
     values["generation_s_per_image"] = wall / setting.n_images
+    values.update(memory_values(memory))
     values.update(quality(bundle, images, setting, rfid, prompts, cache_dir))
+    # text where a statistics file holds no real images' features to measure against
+    missing = sorted(m for m in ("precision", "recall") if isinstance(values.get(m), str))
     if bootstrap:
         values.update(spread(images, setting, rfid, key, bootstrap, cache_dir))
-    missing = sorted(m for m, v in values.items() if isinstance(v, str))   # not measurable against statistics
+    close, how = similarity(images, rfid.teacher_images(), bootstrap)
+    values.update(close)
     boot = {"b": bootstrap, "level": 0.95, "interval": "normal", "over": "images"}
     if bootstrap and missing:
         boot["fid_over"] = "generated images only (the real data is a statistics file)"
@@ -384,7 +450,7 @@ def _measured(bundle, run: Run, setting: RowSetting, key: str, cache_dir, progre
               "seeds": f"{setting.seed0}-{setting.seed0 + setting.n_images - 1}",
               "device": str(bundle.device), "threads": threads,
               "extra": {"method": run.method, "config": run.config, "setting": asdict(setting),
-                        **run.extra, **({"bootstrap": boot} if bootstrap else {}),
+                        "memory": memory, "similarity": how, **run.extra, **({"bootstrap": boot} if bootstrap else {}),
                         **({"quality_note": f"{STATISTICS_NOTE} ({setting.real})", "not_measured": missing}
                            if missing else {})}}
     return [{**common, "metric": m, "value": v if isinstance(v, str) else float(v)} for m, v in values.items()]

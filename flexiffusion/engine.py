@@ -325,12 +325,41 @@ class StepEngine:
         return {"kept": sorted(self.kept),
                 "contexts": {ctx: dict(s.features) for ctx, s in self.states.states().items()}}
 
+    def cache_nbytes(self) -> int:
+        """Bytes the cache holds now, over every context: each distinct tensor storage once (the shape-only
+        stand-ins hold none, or one element)."""
+        seen: dict[int, int] = {}
+        for s in self.states.states().values():
+            for out in s.features.values():
+                for t in _tensors(out):
+                    storage = t.untyped_storage()
+                    seen.setdefault(storage.data_ptr(), storage.nbytes())
+        return sum(seen.values())
+
     def load_cache_state(self, state: dict) -> None:
         self.reset()
         self.kept = frozenset(state.get("kept", ()))
         for ctx, features in state.get("contexts", {}).items():
             with self.context(ctx):
                 self.states.get_state().features = dict(features)
+
+
+def _tensors(out):
+    if isinstance(out, torch.Tensor):
+        yield out
+    elif isinstance(out, (tuple, list)):
+        for o in out:
+            yield from _tensors(o)
+
+
+def attached_engine(unet: torch.nn.Module) -> StepEngine | None:
+    """The step engine attached to ``unet`` now (None when none is)."""
+    for module in unet.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        hook = registry.get_hook(HOOK_NAME) if registry is not None else None
+        if hook is not None:
+            return hook.engine
+    return None
 
 
 def apply_step_engine(unet: torch.nn.Module, config: StepEngineConfig | None = None) -> StepEngine:

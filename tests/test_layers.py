@@ -107,7 +107,7 @@ LAYERS = [
     ("search", ("bench.search",)),
     ("rows", ("bench.rows",)),
     ("experiments", ("bench.experiments",)),
-    ("reports", ("reports", "bench.tracking")),
+    ("reports", ("reports", "bench.tracking", "bench.track", "bench.history")),
     ("commands", ("bench.commands", "bench.cli")),
 ]
 # siblings inside one layer that must not import each other (generate and quality meet only in evaluation)

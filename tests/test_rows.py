@@ -13,7 +13,8 @@ from bench.store import ResultStore
 
 METRICS = {"nfe", "grid", "macs_paper_g", "macs_complete_g", "avg_macs_paper_g", "avg_macs_complete_g",
            "speedup_paper", "speedup_complete", "latency_s_per_image", "latency_iqr_s_per_image",
-           "generation_s_per_image", "fid", "rfid", "isc", "precision", "recall"}
+           "generation_s_per_image", "fid", "rfid", "isc", "precision", "recall", "psnr_db", "ssim", "lpips",
+           "peak_memory_mib", "cache_kib_per_image"}
 SETTING = RowSetting(n_images=10, teacher_steps=4, batch_size=5)  # 2 batches: NFE is per batch
 
 
@@ -30,7 +31,9 @@ def _measure(bundle, data, store, cache):
     return run, as_record(rows), reused
 
 
-def test_rows_measured_stored_and_reused(bundle, tmp_path):
+def test_rows_measured_stored_and_reused(bundle, tmp_path, monkeypatch):
+    lpips_file = tmp_path / "absent" / "alexnet-owt-7be5be79.pth"
+    monkeypatch.setenv("FLEXBENCH_LPIPS_WEIGHTS", str(lpips_file))   # LPIPS's backbone is not here: the row says so
     cache = tmp_path / "cache"
     with ResultStore(tmp_path / "results.sqlite") as store:
         data = {"method": "deepcache", "config": {"steps": 4, "interval": 2, "branch": 3}}
@@ -42,6 +45,9 @@ def test_rows_measured_stored_and_reused(bundle, tmp_path):
         assert rec["macs_complete_g"] * 1e9 == pytest.approx(2 * complete[-1] + 2 * complete[3], rel=1e-12)
         assert rec["speedup_paper"] == pytest.approx(4 * paper[-1] / (2 * paper[-1] + 2 * paper[3]))
         assert rec["avg_macs_paper_g"] == pytest.approx(rec["macs_paper_g"] / 4)
+        # against the teacher's images of the same seeds: close, not equal; memory of the generation pass
+        assert 0 < rec["psnr_db"] < float("inf") and 0 < rec["ssim"] < 1 and rec["lpips"] == f"needs {lpips_file}"
+        assert rec["peak_memory_mib"] > 0 and rec["cache_kib_per_image"] > 0   # DeepCache keeps deep features
         rows = store.get(row_key(bundle, run, SETTING))
         assert len(rows) == len(rec) - 8 and {r["metric"] for r in rows} == METRICS - {
             "latency_s_per_image", "latency_iqr_s_per_image"}  # one row per metric; latency: its own result
@@ -53,6 +59,8 @@ def test_rows_measured_stored_and_reused(bundle, tmp_path):
         _, teacher, _ = _measure(bundle, {"method": "teacher", "config": {"steps": 4}}, store, cache)
         assert teacher["speedup_paper"] == 1.0 and teacher["nfe"] == 4
         assert teacher["rfid"] < 1e-3  # the teacher's own images: rFID ~ 0 (float noise of the FID formula)
+        assert teacher["psnr_db"] == float("inf") and teacher["ssim"] == 1.0   # stored and read back as such
+        assert teacher["cache_kib_per_image"] == 0 and teacher["peak_memory_mib"] > 0   # all full steps: no cache
         _, plms, _ = _measure(bundle, {"method": "plms", "config": {"steps": 3}}, store, cache)
         assert plms["nfe"] == 4 and plms["grid"] == 4  # PLMS evaluates once more than its steps
         assert len(store.keys("row/")) == 3

@@ -1,4 +1,5 @@
-"""Bootstrap spread of FID over images (Efron's bootstrap, normal interval).
+"""Bootstrap spread of FID (and of per-image means: :func:`bootstrap_mean`) over images (Efron's bootstrap, normal
+interval).
 
 A quality figure on a few hundred images is noisy: :func:`bootstrap_fid` resamples the candidate's image features
 with replacement ``B`` times (the reference's too, unless ``resample_reference=False``), recomputes FID each time
@@ -64,6 +65,21 @@ def _interval(value: float, samples: np.ndarray, b: int, level: float) -> Spread
 def _check(b: int, level: float) -> None:
     if b < 2 or not 0 < level < 1:
         raise ValueError(f"bootstrap needs B >= 2 and 0 < level < 1, got B={b}, level={level}")
+
+
+def bootstrap_mean(values, b: int = DEFAULT_B, level: float = DEFAULT_LEVEL, seed: int = 0) -> Spread:
+    """The mean of per-image values (e.g. each image's PSNR against the teacher's) with its bootstrap interval over
+    images: ``B`` resamples of the values with replacement, normal interval.  The values must be finite (a mean
+    with an inf in it has no interval)."""
+    _check(b, level)
+    x = np.asarray(values, np.float64)
+    if x.ndim != 1 or len(x) == 0:
+        raise ValueError(f"bootstrap of a mean needs a non-empty 1-d array of values, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("bootstrap of a mean needs finite values (an inf or NaN mean has no interval)")
+    rng = np.random.default_rng(seed)
+    samples = np.array([x[rng.integers(0, len(x), len(x))].mean() for _ in range(b)])
+    return _interval(float(x.mean()), samples, b, level)
 
 
 def bootstrap_fid(features, reference, b: int = DEFAULT_B, level: float = DEFAULT_LEVEL, seed: int = 0,

@@ -63,6 +63,7 @@ def _register_builtins() -> None:
     from .fidelity import fidelity
     from .pixel import mse
     from .ranking import kendall_tau
+    from .similarity import lpips, psnr, ssim
 
     register_metric("fid", partial(fidelity, metrics=("fid",)), "Fréchet distance of features (torch-fidelity)")
     register_metric("kid", partial(fidelity, metrics=("kid",)), "kernel inception distance, polynomial kernel")
@@ -71,6 +72,9 @@ def _register_builtins() -> None:
     register_metric("fidelity", partial(fidelity, metrics=("fid", "kid", "prc", "isc")), "FID, KID, PRC and IS")
     register_metric("rfid", _rfid, "relative FID against the cached teacher: rfid(RelativeFID, plan)")
     register_metric("mse", mse, "pixel MSE on [0, 1] against paired (same-seed) images")
+    register_metric("psnr", psnr, "mean per-image PSNR (dB, data range 1) against paired (same-seed) images")
+    register_metric("ssim", ssim, "mean per-image SSIM (Gaussian window 11) against paired (same-seed) images")
+    register_metric("lpips", lpips, "mean per-image LPIPS against paired images (local backbone weights only)")
     register_metric("clip_score", clip_score, "100 * max(cos(image, prompt), 0), open_clip")
     register_metric("class_consistency", class_consistency, "share of samples classified as the requested class")
     register_metric("kendall_tau", kendall_tau, "Kendall's tau-b between two score lists, with p-value")
