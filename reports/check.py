@@ -10,7 +10,8 @@ from pathlib import Path
 
 from bench.results import METRICS, header
 
-NUMBER = r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?"
+# a finite number, or inf (PSNR of images equal to the teacher's: bench.quality.similarity)
+NUMBER = r"([-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?|inf)"
 CELL_NUMBER = re.compile(rf"^{NUMBER}x?( \[{NUMBER}x?, {NUMBER}x?\])?$")
 CELL_MISSING = re.compile(r"^(search|needs weights|not yet filled: flexbench [a-z-]+|not stored|[a-z][\w /-]*) "
                           r"\[(\d+)\]$")

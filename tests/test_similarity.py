@@ -179,6 +179,18 @@ def test_the_metrics_are_in_the_one_vocabulary():
     assert METRICS["lpips"].format("needs /x/alexnet-owt-7be5be79.pth") == "needs /x/alexnet-owt-7be5be79.pth"
 
 
+def test_a_table_cell_of_an_infinite_psnr_is_a_number_of_the_cell_grammar():
+    """The teacher's own row (or any row whose images all equal the teacher's) shows PSNR ``inf``, no interval."""
+    from reports.cells import with_spread
+    from reports.check import CELL_NUMBER
+
+    cell = with_spread("psnr_db", {"psnr_db": math.inf})
+    assert cell == "inf" and CELL_NUMBER.match(cell)
+    cell = with_spread("psnr_db", {"psnr_db": 37.777, "psnr_db_sd": 0.254})
+    assert cell == "37.78 [37.28, 38.27]" and CELL_NUMBER.match(cell)
+    assert not CELL_NUMBER.match("nan") and not CELL_NUMBER.match("-inf")
+
+
 # ---- memory of a row's sampling --------------------------------------------------------------------------------------
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the CPU peak is Linux's VmHWM")
 def test_peak_memory_sees_an_allocation_inside_the_block():
