@@ -54,7 +54,8 @@ def test_bootstrap_taus_and_noise():
 
 
 def test_summarize_marks_a_mode_behind_exact_as_not_admissible():
-    cfg = yardstick.YardstickConfig(candidates=30, ks=(8, 16), reference_images=32, modes=("bf16",), bootstrap=300)
+    cfg = yardstick.YardstickConfig(candidates=30, ks=(8, 16), reference_images=32, modes=("bf16",), bootstrap=300,
+                                    screen_z=(2, 0))
     rng = np.random.default_rng(1)
     ref = np.exp(rng.normal(size=30))
     records = []
@@ -69,7 +70,10 @@ def test_summarize_marks_a_mode_behind_exact_as_not_admissible():
     rows = {(r["mode"], r["k"]): r for r in s["table"]}
     assert rows[("exact", 16)]["kendall_tau"] > 0.9 and rows[("exact", 16)]["admissible"]
     assert not rows[("bf16", 16)]["admissible"] and rows[("bf16", 16)]["diff_hi"] < 0
-    assert ("screened", 16) in rows and s["noise_floor_tau"][16] > 0.9
+    assert ("screened z2", 16) in rows and s["noise_floor_tau"][16] > 0.9
+    # a smaller margin stops at least as many candidates (z = 0: every one behind the parent fraction's member)
+    assert rows[("screened z0", 16)]["stopped"] >= rows[("screened z2", 16)]["stopped"]
+    assert rows[("screened z0", 16)]["stopped"] > 0
     assert "admissible" in yardstick.format_table(s)
 
 

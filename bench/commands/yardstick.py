@@ -11,6 +11,15 @@ from pathlib import Path
 from bench.search.setup import _ints
 
 
+def _floats(text: str) -> list[float]:
+    from flexiffusion.errors import UserError
+
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--screen-z: give comma-separated numbers (e.g. 2,1.5,1), got {text!r}") from None
+
+
 def run_yardstick(args) -> int:
     from tqdm.auto import tqdm
 
@@ -24,7 +33,8 @@ def run_yardstick(args) -> int:
 
     config = yardstick.YardstickConfig(args.preset, args.candidates, _ints(args.k, "--k"), args.reference_images,
                                        tuple(m for m in (args.modes or "").split(",") if m), args.seed,
-                                       args.search_images, args.search_iterations, args.bootstrap)
+                                       args.search_images, args.search_iterations, args.bootstrap,
+                                       tuple(float(z) for z in _floats(args.screen_z)), args.n_p)
     for m in config.modes:
         execution.check_mode(yardstick.mode_of(m), args.device)
     preset = get_preset(args.preset)
@@ -68,6 +78,9 @@ def register(sub) -> None:
     p.add_argument("--search-images", type=int, default=32)
     p.add_argument("--search-iterations", type=int, default=4)
     p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--screen-z", default="2", help="margins of the derived screened rows, e.g. 2,1.5,1,0.5")
+    p.add_argument("--n-p", type=int, default=None, help="parents per draw for the screening rule (default: the "
+                   "preset's; B.2's is 25)")
     p.add_argument("--weights", default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)

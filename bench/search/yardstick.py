@@ -55,10 +55,15 @@ class YardstickConfig:
     search_images: int = 32       # images per candidate of the short search giving half the candidates
     search_iterations: int = 4
     bootstrap: int = 1000
+    screen_z: tuple[float, ...] = (2.0,)   # margins of the derived ``screened`` rows (units of the measured sigma)
+    n_p: int | None = None                 # parents per draw for the screening rule (None: the preset's)
 
     def __post_init__(self):
         object.__setattr__(self, "ks", tuple(sorted({int(k) for k in self.ks})))
         object.__setattr__(self, "modes", tuple(dict.fromkeys(("exact",) + tuple(self.modes))))
+        object.__setattr__(self, "screen_z", tuple(float(z) for z in self.screen_z))
+        if any(z < 0 for z in self.screen_z) or (self.n_p is not None and self.n_p < 2):
+            raise UserError(f"--screen-z values must be >= 0 and --n-p >= 2; got {list(self.screen_z)}, {self.n_p}")
         bad = [m for m in self.modes if m not in MODES]
         if bad:
             raise UserError(f"unknown yardstick mode(s) {', '.join(bad)}: choose from {', '.join(MODES)}")
@@ -163,26 +168,29 @@ def summarize(records: list[dict], config: YardstickConfig, n_p: int, screen=Non
         for m, (t, lo, hi, dlo, dhi) in taus.items():
             table.append({"mode": m, "k": k, "kendall_tau": t, "tau_lo": lo, "tau_hi": hi, "diff_lo": dlo,
                           "diff_hi": dhi, "admissible": bool(m == "exact" or dhi >= 0), "noise_floor_tau": noise[k]})
-    # the fast mode's rule on this set, at the largest k with its stages below it
+    # the fast mode's rule on this set, at the largest k with its stages below it, for each margin z
     stages = {k: [r[("exact", "A", k)] for r in records] for k in screen.stages if k in config.ks and k < config.n}
     if stages:
+        from dataclasses import replace
+
         full = [r[("exact", "A", config.n)] for r in records]
-        sv, stopped = screened_values(stages, full, n_p, screen)
-        t = bootstrap_taus({"exact": full, "screened": sv}, ref, config.bootstrap, config.seed)
-        tau, lo, hi, dlo, dhi = t["screened"]
-        table.append({"mode": "screened", "k": config.n, "kendall_tau": tau, "tau_lo": lo, "tau_hi": hi,
-                      "diff_lo": dlo, "diff_hi": dhi, "admissible": bool(dhi >= 0), "noise_floor_tau": noise[config.n],
-                      "stopped": stopped})
+        for z in config.screen_z:
+            sv, stopped = screened_values(stages, full, n_p, replace(screen, z=z))
+            t = bootstrap_taus({"exact": full, "screened": sv}, ref, config.bootstrap, config.seed)
+            tau, lo, hi, dlo, dhi = t["screened"]
+            table.append({"mode": f"screened z{z:g}", "k": config.n, "kendall_tau": tau, "tau_lo": lo,
+                          "tau_hi": hi, "diff_lo": dlo, "diff_hi": dhi, "admissible": bool(dhi >= 0),
+                          "noise_floor_tau": noise[config.n], "stopped": stopped, "z": z})
     return {"table": table, "noise_floor_tau": noise, "sigma_log_diff": sigmas,
             "reference_images": config.reference_images, "n_candidates": len(records)}
 
 
 def format_table(summary: dict) -> str:
-    lines = [f"{'mode':13s} {'k':>5s} {'tau vs ref':>10s} {'95% interval':>16s} {'diff vs exact':>18s} "
+    lines = [f"{'mode':15s} {'k':>5s} {'tau vs ref':>10s} {'95% interval':>16s} {'diff vs exact':>18s} "
              f"{'noise floor':>11s}  admissible"]
     for r in summary["table"]:
         extra = f"  ({r['stopped']} of {summary['n_candidates']} stopped early)" if "stopped" in r else ""
-        lines.append(f"{r['mode']:13s} {r['k']:5d} {r['kendall_tau']:10.3f} [{r['tau_lo']:6.3f}, {r['tau_hi']:6.3f}] "
+        lines.append(f"{r['mode']:15s} {r['k']:5d} {r['kendall_tau']:10.3f} [{r['tau_lo']:6.3f}, {r['tau_hi']:6.3f}] "
                      f"[{r['diff_lo']:+7.3f}, {r['diff_hi']:+7.3f}] {r['noise_floor_tau']:11.3f}  "
                      f"{'yes' if r['admissible'] else 'NO'}{extra}")
     lines.append("sigma of a paired log-rFID difference (sets the fast mode's margin): " + ", ".join(
@@ -311,7 +319,7 @@ def run_yardstick(config: YardstickConfig, setting, cache_dir=None, progress=Non
 
     preset = get_preset(config.preset)
     space, cost, budget = space_of(preset)
-    n_p = search_config(preset).parents
+    n_p = config.n_p or search_config(preset).parents
     population = search_population(preset, space, cost, budget, setting, config, cache_dir)
     cands = choose_candidates(space, population, config.candidates, config.seed)
     if len(cands) < config.candidates:
