@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "bench.commands.bench_track",
     "bench.commands.experiment",
     "bench.commands.conformance",
+    "bench.commands.report",
     "bench.commands.smoke",
 ]
 

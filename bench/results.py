@@ -34,6 +34,8 @@ class Metric:
     better: str | None = None          # "lower" | "higher" | None (no direction)
     writers: tuple[str, ...] = ROWS
     field: bool = False                # a column of the store row (model, device), not a metric value
+    floor: float | None = None         # the smallest value it can take (FID is a distance: 0); a bootstrap
+                                       # interval is shown clipped there (reports.cells.interval says so)
 
     def format(self, value) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -78,8 +80,8 @@ register(
     Metric("latency_s_per_image", "s/image (batch 8)", "{:.4f}", "s", "lower"),
     Metric("latency_iqr_s_per_image", "s/image IQR (batch 8)", "{:.4f}", "s"),
     Metric("generation_s_per_image", "generation s/image", "{:.4f}", "s", "lower"),
-    Metric("fid", "FID", "{:.2f}", "", "lower"),
-    Metric("rfid", "rFID", "{:.2f}", "", "lower"),
+    Metric("fid", "FID", "{:.2f}", "", "lower", floor=0.0),
+    Metric("rfid", "rFID", "{:.2f}", "", "lower", floor=0.0),
     Metric("isc", "IS", "{:.2f}", "", "higher"),
     Metric("precision", "precision", "{:.3f}", "", "higher"),
     Metric("recall", "recall", "{:.3f}", "", "higher"),
@@ -99,6 +101,8 @@ register(
     Metric("fraction_complete", "fraction of a full step (complete)", "{:.3f}", "", "lower", COSTS),
     # Fig. 4: feature similarity between steps
     Metric("steps_above_0.9", "steps > 0.9 similar (mean)", "{:.1f}", "steps", None, ("experiment",)),
+    # what an experiment filled, kept for the report (bench.experiments.record)
+    Metric("cells", "table rows", "{:.0f}", "rows", None, ("experiment", "demo")),
     # paired comparisons (bench.experiments.compare)
     Metric("fid_diff", "ΔFID", "{:+.2f}", "", "lower", ("experiment", "demo")),
     # the rFID image-count ablation (Tables 4 and 9)

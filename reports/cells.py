@@ -2,14 +2,18 @@
 Headers and number formats are the metric registry's (bench.results)."""
 from __future__ import annotations
 
-from bench.results import fmt, header  # noqa: F401  (headers and formats: the metric registry's)
+from bench.results import METRICS, fmt, header  # noqa: F401  (headers and formats: the metric registry's)
 
 COST_METRICS = {"nfe", "grid", "avg_macs_paper_g", "avg_macs_complete_g", "speedup_paper", "speedup_complete"}
 
 
-def interval(metric: str, values: dict, level: float = 0.95):
-    """The normal bootstrap interval value -/+ z sd from a row's ``<metric>_sd`` (rows store the replicates' sd;
-    older rows' stored low/high were basic intervals, see bench.quality.bootstrap), else its stored low/high."""
+CLIPPED = "†"     # after an interval's lower end that the metric's floor clipped
+CLIP_NOTE = ("† an interval's lower end clipped at the metric's floor (FID and rFID are distances, never below 0): "
+             "the normal interval value - 1.96 sd reaches below 0 when the spread is wide against the value")
+REFERENCE = "reference (0 by definition)"   # rFID of the row that is rFID's own teacher
+
+
+def _normal(metric: str, values: dict, level: float):
     v, sd = values.get(metric), values.get(f"{metric}_sd")
     if v is not None and sd is not None:
         from statistics import NormalDist
@@ -19,10 +23,29 @@ def interval(metric: str, values: dict, level: float = 0.95):
     return values.get(f"{metric}_low"), values.get(f"{metric}_high")
 
 
+def interval(metric: str, values: dict, level: float = 0.95):
+    """The normal bootstrap interval value -/+ z sd from a row's ``<metric>_sd`` (rows store the replicates' sd;
+    older rows' stored low/high were basic intervals, see bench.quality.bootstrap), else its stored low/high; the
+    lower end clipped at the metric's floor (bench.results: FID is never below 0)."""
+    lo, hi = _normal(metric, values, level)
+    floor = getattr(METRICS.get(metric), "floor", None)
+    if lo is not None and floor is not None:
+        lo = max(lo, floor)
+    return lo, hi
+
+
+def clipped(metric: str, values: dict, level: float = 0.95) -> bool:
+    """Whether :func:`interval` clipped the lower end at the metric's floor."""
+    lo, _ = _normal(metric, values, level)
+    floor = getattr(METRICS.get(metric), "floor", None)
+    return lo is not None and floor is not None and lo < floor
+
+
 def with_spread(metric: str, values: dict) -> str:
-    """``58.96 [52.10, 66.00]`` when the row holds a bootstrap spread for ``metric``."""
+    """``58.96 [52.10, 66.00]`` when the row holds a bootstrap spread for ``metric`` (``[0.00†, 8.56]``: clipped at
+    the metric's floor, :data:`CLIP_NOTE`)."""
     text = fmt(metric, values.get(metric))
     lo, hi = interval(metric, values)
     if text and lo is not None and hi is not None:
-        text += f" [{fmt(metric, lo)}, {fmt(metric, hi)}]"
+        text += f" [{fmt(metric, lo)}{CLIPPED if clipped(metric, values) else ''}, {fmt(metric, hi)}]"
     return text

@@ -112,19 +112,41 @@ class Rendered:
     files: list
 
 
-def _html(key, summary, costs, claims, comparisons, claim_rows, notes) -> str:
-    from .html import Report, Table, render_html
+def _report(key, summary, costs, claims, comparisons, claim_rows, notes):
+    from .html import Report, Table
 
     def prov(keys):
         return {"store keys": ", ".join(keys) if keys else "(none)"}
 
-    report = Report(TITLE, intro=" ".join(notes), sections=[
+    return Report(TITLE, intro=" ".join(notes), sections=[
         Table.from_dataframe("Summary", summary.reset_index()),
         Table.from_dataframe("Cost cells", costs.reset_index(), [prov(c["keys"]) for c in comparisons],
                              note=f"conformance result {key}"),
         Table.from_dataframe("Claims", claims.reset_index(), [prov(c["keys"]) for c in claim_rows]),
     ])
-    return render_html(report, {})
+
+
+def _html(key, summary, costs, claims, comparisons, claim_rows, notes) -> str:
+    from .html import render_html
+
+    return render_html(_report(key, summary, costs, claims, comparisons, claim_rows, notes), {})
+
+
+def _notes(key, comparisons) -> list[str]:
+    return [f"Result {key} of the results store; published values: {PUBLISHED_FILE.name} "
+            f"({len(comparisons)} printed cost cells).",
+            f"Our MACs: {PAPER_CONVENTION}; real architectures with random weights (bench.presets).",
+            f"Verdicts: NFE exact; other numbers match within {100 * TOLERANCE:g} % of the paper's value or at its "
+            "printed precision; 'budget only': a searched row, compared with its search preset's budget and space; "
+            "'not comparable: why'."]
+
+
+def page(store, key: str):
+    """The stored conformance result ``key`` as one page of the HTML report (reports.html.Report), the same tables
+    as conformance.html."""
+    comparisons, claims = read(store, key)
+    return _report(key, summary_frame(comparisons), cost_frame(comparisons), claims_frame(claims, "; "), comparisons,
+                   claims, _notes(key, comparisons))
 
 
 def render(store, key: str, out_dir) -> Rendered:
@@ -135,12 +157,7 @@ def render(store, key: str, out_dir) -> Rendered:
     out = Path(out_dir) / "conformance"
     out.mkdir(parents=True, exist_ok=True)
     costs, summary = cost_frame(comparisons), summary_frame(comparisons)
-    notes = [f"Result {key} of the results store; published values: {PUBLISHED_FILE.name} "
-             f"({len(comparisons)} printed cost cells).",
-             f"Our MACs: {PAPER_CONVENTION}; real architectures with random weights (bench.presets).",
-             f"Verdicts: NFE exact; other numbers match within {100 * TOLERANCE:g} % of the paper's value or at its "
-             "printed precision; 'budget only': a searched row, compared with its search preset's budget and space; "
-             "'not comparable: why'."]
+    notes = _notes(key, comparisons)
     diff = differing(comparisons)
     over = outside_budget(comparisons)
     reasons: dict = {}

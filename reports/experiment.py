@@ -5,7 +5,10 @@ manifest.json (files with titles) for the HTML gatherer.  Cells without a value 
 filled by another command (``filled_by``) has one row per group of that command's rows (bench.experiments.runner);
 a cell of a filled row whose metric that command did not store says "not stored [n]", one stored without a value
 (e.g. a p-value of a constant ranking) "n/a".  Comparisons are rendered with their paired
-bootstrap interval and "significant" / "not significant"."""
+bootstrap interval and "significant" / "not significant"; a Pareto table also gets every row's paired FID
+difference against a reference row (:func:`paired_against`: the teacher unless named) as a forest plot beside the
+unpaired Pareto plot.  rFID's own teacher shows its rFID as the reference, not as a value with an interval; an
+interval of a metric with a floor (FID) is clipped there, with a footnote saying why."""
 from __future__ import annotations
 
 import json
@@ -17,7 +20,7 @@ import pandas as pd
 from bench.results import METRICS
 
 from . import figures
-from .cells import COST_METRICS, header, interval, with_spread
+from .cells import CLIP_NOTE, CLIPPED, COST_METRICS, REFERENCE, header, interval, with_spread
 from .tables import to_markdown, write_tables
 
 PROVENANCE = ("model", "weights", "n_images", "seeds", "device", "threads", "git_commit", "created", "scheduler")
@@ -53,6 +56,22 @@ def _provenance(cell, rows) -> dict:
     return out
 
 
+def rfid_reference(rows) -> bool:
+    """Whether a cell's stored rows are rFID's own teacher (bench.rows.is_teacher read off the measured row: the
+    registry's ``teacher``, no ToMe, all full DDIM steps on the teacher's grid): its images are rFID's reference
+    images, so its rFID is 0 by definition, not a measurement with a spread."""
+    for r in rows:
+        extra = r.get("extra") or {}
+        if r.get("metric") != "rfid" or "setting" not in extra:
+            continue
+        plan = json.loads(r["plan"]) if isinstance(r.get("plan"), str) else (r.get("plan") or {})
+        steps = plan.get("steps", [])
+        return (extra.get("method") == "teacher" and not (extra.get("config") or {}).get("tome")
+                and r.get("scheduler") == "ddim" and len(steps) == extra["setting"].get("teacher_steps")
+                and all(t == "f" for t in steps))
+    return False
+
+
 def collect(spec, cells, store):
     """(display DataFrame, raw DataFrame, provenance list, footnotes, records for plots)."""
     display, raw, prov, notes, records, ids = {}, {}, [], [], [], {}
@@ -72,8 +91,9 @@ def collect(spec, cells, store):
             i = ids[cell.command] = len(ids) + 1
             notes.append(f"[{i}] fills it: `{cell.command}`")
         line = {}
+        reference = rfid_reference(rows)
         for m in spec.columns:
-            text = with_spread(m, values)
+            text = REFERENCE if m == "rfid" and reference and values.get(m) is not None else with_spread(m, values)
             if not text and cell.where and m in values:
                 text = "n/a"
             elif not text and why and not (m in COST_METRICS and cell.status == "cost only"):
@@ -82,12 +102,11 @@ def collect(spec, cells, store):
         line["src"] = f"p{n}"
         display[cell.label] = line
         raw[cell.label] = {**values, "status": cell.status}
-        spread = {}
-        for m in ("fid", "rfid"):
-            lo, hi = interval(m, values)
-            if lo is not None:
-                spread.update({f"{m}_low": lo, f"{m}_high": hi})
-        records.append({"label": cell.label, "plan": cell.plan, "rows": rows, **values, **spread})
+        spread = {"rfid_reference": reference}
+        for m in ("fid", "rfid"):   # the plotted interval is the table's (clipped at the floor), none for the reference
+            lo, hi = interval(m, values) if not (m == "rfid" and reference) else (None, None)
+            spread.update({f"{m}_low": lo, f"{m}_high": hi})
+        records.append({"label": cell.label, "plan": cell.plan, "rows": rows, "cell": cell, **values, **spread})
     df = pd.DataFrame.from_dict(display, orient="index")
     return df, pd.DataFrame.from_dict(raw, orient="index"), prov, notes, records
 
@@ -107,18 +126,76 @@ def _comparison_lines(comparisons, store) -> list[str]:
     return lines
 
 
+def reference_label(cells, store, named: str | None = None) -> str | None:
+    """The row the paired differences are taken against: ``named`` when given (a label of ``cells``), else rFID's
+    own teacher, else the first measured row; None without a measured row."""
+    measured = [c for c in cells if c.status in ("measured", "reused") and c.keys]
+    if named is not None:
+        return named if any(c.label == named for c in measured) else None
+    for c in measured:
+        if rfid_reference(store.get(c.keys[-1]) or []):
+            return c.label
+    return measured[0].label if measured else None
+
+
+def paired_against(reference: str, cells, store, cache_dir=None) -> tuple[list[dict], list[str]]:
+    """``(differences, missing)``: per measured row other than ``reference``, FID(row) - FID(reference) with its
+    paired bootstrap interval over the same seeds (bench.experiments.compare.paired_difference, B as the reference
+    row's own bootstrap; computed from the cached image features, not stored), and the rows without cached features."""
+    from bench.experiments.compare import paired_difference
+
+    by_label = {c.label: c for c in cells if c.status in ("measured", "reused") and c.keys}
+    ref = by_label[reference]
+    ref_rows = store.get(ref.keys[-1]) or []
+    b = next(((r.get("extra") or {}).get("bootstrap", {}).get("b") for r in ref_rows), None) or 200
+    out, missing = [], []
+    for label, c in by_label.items():
+        if label == reference:
+            continue
+        d = paired_difference(c.keys[-1], ref.keys[-1], store, cache_dir, b)
+        if d is None:
+            missing.append(label)
+            continue
+        out.append({"label": label, "value": d.value, "low": d.low, "high": d.high, "sd": d.sd, "b": d.b,
+                    "level": d.level, "significant": d.significant})
+    return out, missing
+
+
+def _forest(spec, cells, store, out: Path, reference, cache_dir) -> tuple[list[dict], list[str]]:
+    label = reference_label(cells, store, reference)
+    if label is None:
+        return [], []
+    diffs, missing = paired_against(label, cells, store, cache_dir)
+    lines = [f"{d['label']} - {label}: ΔFID = {d['value']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] "
+             f"({100 * d['level']:.0f}% paired bootstrap, B = {d['b']}, same seeds): "
+             f"**{'significant' if d['significant'] else 'not significant'}**" for d in diffs]
+    if missing:
+        lines.append(f"No paired difference for {', '.join(missing)}: their image features are not in the cache "
+                     "(the cache the rows were measured with: --cache-dir / FLEXBENCH_CACHE)")
+    if not diffs:
+        return [], lines
+    p = figures.forest(diffs, out / "paired_fid.png", label, "FID",
+                       title=f"paired FID differences against {label}")
+    return [{"file": p.name, "title": f"paired FID differences against {label} (forest plot)",
+             "reference": label, "differences": diffs}], lines
+
+
 def _plots(spec, records, out: Path) -> list[dict]:
     made = []
     if spec.plot == "pareto":
         for y in ("fid", "rfid"):
             if any(r.get(y) is not None for r in records):
-                p = figures.pareto(records, out / f"pareto_{y}.png", y=y, title=f"{spec.name}: avg MACs vs {y}")
-                made.append({"file": p.name, "title": f"Pareto front, avg MACs vs {y}"})
+                p = figures.pareto(records, out / f"pareto_{y}.png", y=y,
+                                   title=f"{spec.name}: {header(y)} against avg MACs (unpaired intervals)")
+                made.append({"file": p.name, "title": f"Pareto front, {header(y)} against avg MACs"})
     if spec.plot == "schedules" or spec.plot == "pareto":
         plans = {r["label"]: r["plan"] for r in records if r.get("plan")}
         if plans:
-            p = figures.schedule_strips(plans, out / "schedules.png", spec.title)
-            made.append({"file": p.name, "title": "schedules as step-type strips"})
+            steps_at = {r["label"]: r["cell"].timesteps for r in records if r.get("plan")}
+            base = next((r["cell"].base_grid for r in records if r["cell"].base_grid), None)
+            p = figures.schedule_strips(plans, out / "schedules.png", spec.title, steps_at, base)
+            made.append({"file": p.name, "title": "schedules as step-type strips (each step at its timestep)"
+                         if base is not None and all(steps_at.values()) else "schedules as step-type strips"})
     if spec.plot == "quality-vs-branch":
         for r in records:
             r["branch"] = next((x["extra"]["config"].get("branch") for x in r["rows"]
@@ -156,10 +233,14 @@ class Rendered:
     provenance: list               # per row
     comparisons: list              # one line per compare pair
     files: list                    # [{"file", "title"}] as in manifest.json
+    paired: dict | None = None     # the forest plot: {"file", "title", "reference", "differences"}
+    paired_lines: list = None      # the paired differences against the reference, one line each
 
 
-def render(spec, model: str, cells, comparisons, store, out_dir) -> Rendered:
-    """Write OUT/NAME/... (tables, provenance.json, plots, manifest.json)."""
+def render(spec, model: str, cells, comparisons, store, out_dir, reference: str | None = None,
+           cache_dir=None) -> Rendered:
+    """Write OUT/NAME/... (tables, provenance.json, plots, manifest.json); ``reference``: the row of the paired
+    differences of a Pareto table (default rFID's teacher), ``cache_dir``: where the rows' image features are."""
     out = Path(out_dir) / spec.name
     out.mkdir(parents=True, exist_ok=True)
     df, raw, prov, notes, records = collect(spec, cells, store)
@@ -171,16 +252,24 @@ def render(spec, model: str, cells, comparisons, store, out_dir) -> Rendered:
     foot = [f"Model: {model}. Provenance of each row (src) in provenance.json."]
     if {"fid", "rfid"} & set(spec.columns):
         foot.append("FID/rFID: value [95% normal bootstrap interval over images: value -/+ 1.96 sd of B resamples].")
-    foot += notes + comp
+    if "rfid" in spec.columns and (df == REFERENCE).any().any():
+        foot.append(f"rFID {REFERENCE}: that row is rFID's teacher; its images are the reference images.")
+    if df.map(lambda v: CLIPPED in str(v)).any().any():
+        foot.append(CLIP_NOTE)
+    forest, paired = ([], [])
+    if spec.plot == "pareto" and store is not None:
+        forest, paired = _forest(spec, cells, store, out, reference, cache_dir)
+    foot += notes + comp + paired
     paths = write_tables(df, out, spec.title, foot, raw)
     (out / "provenance.json").write_text(json.dumps({"experiment": spec.name, "model": model, "rows": prov,
                                                      "comparisons": comp}, indent=1, default=str))
     files = [{"file": p.name, "title": f"{spec.title} ({k})"} for k, p in paths.items()]
     files.append({"file": "provenance.json", "title": "provenance of every row"})
-    files += _plots(spec, records, out)
+    files += _plots(spec, records, out) + [{"file": f["file"], "title": f["title"]} for f in forest]
     (out / "manifest.json").write_text(json.dumps({"experiment": spec.name, "title": spec.title, "model": model,
                                                    "paper": spec.paper, "files": files}, indent=1))
-    return Rendered(out, to_markdown(df, spec.title, foot), df, raw, prov, comp, files)
+    return Rendered(out, to_markdown(df, spec.title, foot), df, raw, prov, comp, files,
+                    forest[0] if forest else None, paired)
 
 
 def _branch_table(records) -> pd.DataFrame:

@@ -82,10 +82,14 @@ def test_demo_measures_the_four_rows_and_writes_the_report(first_run):
     assert all("significant" in c for c in result["comparisons"])
     page = (tmp / "r1" / "index.html").read_text()
     assert "AutoDiffusion K=4" in page and "Flexiffusion" in page and "<details><summary>provenance</summary>" in page
-    assert "paired bootstrap" in page
+    assert "paired bootstrap" in page and "**" not in page                # markdown bold rendered as HTML
+    assert "<b>not significant</b>" in page or "<b>significant</b>" in page
+    assert "reference (0 by definition)" in page                   # the teacher's rFID: the reference itself
+    assert "paired FID differences against teacher (DDIM 100)" in page
     imgs = sorted(p.name for p in (tmp / "r1" / "img").glob("*.png"))
-    assert page.count("<img src=") == len(imgs) == 4                # samples, 2 Pareto plots, schedule strips
-    assert any("samples" in n for n in imgs) and any("schedules" in n for n in imgs)
+    # samples, 2 Pareto plots, the forest plot of paired differences, schedule strips
+    assert page.count("<img src=") == len(imgs) == 5
+    assert [any(k in n for n in imgs) for k in ("samples", "schedules", "paired_fid")] == [True] * 3
 
 
 def test_demo_second_run_reuses_the_store(first_run, capsys):

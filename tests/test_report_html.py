@@ -30,7 +30,7 @@ def _small_report(tmp_path) -> rh.Report:
 def test_report_has_tables_provenance_and_relative_images(tmp_path):
     page = rh.write_report(_small_report(tmp_path), tmp_path / "out")
     text = page.read_text()
-    assert "<th>FID</th>" in text and "<td title=\"model=embedded, n=4, device=cpu, key=k2\">27.250</td>" in text
+    assert "<th>FID</th>" in text and "<td title=\"model=embedded, n=4, device=cpu, key=k2\" class=\"n\">27.250</td>" in text
     assert "<details><summary>provenance</summary>" in text and "<script" not in text and "http" not in text
     srcs = [s.split('"')[1] for s in text.split("<img src=")[1:]]
     assert len(srcs) == 2 and all((page.parent / s).is_file() and not os.path.isabs(s) for s in srcs)

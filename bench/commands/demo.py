@@ -103,7 +103,7 @@ def run(args) -> int:
         cells, comparisons = fill(spec, store, options)
         for c in cells:
             print(f"  {c.label}: {c.status}")
-        print("3/3 report: sampling the grid's 8 images per row")
+        print("3/3 report: sampling the grid's 8 images per row" if args.report else "3/3 table")
         _print_and_report(args, spec, cells, comparisons, store, bundle, runs)
     return 0
 
@@ -121,14 +121,14 @@ def _grid(bundle, runs: dict, seeds) -> dict:
 
 def _print_and_report(args, spec, cells, comparisons, store, bundle, runs) -> None:
     import tempfile
-    from pathlib import Path
 
     from flexiffusion.io import atomic_write_json
-    from reports import figures_samples, html
+    from bench.experiments.record import Samples, store_record
+    from reports import site
     from reports.experiment import render
 
     with tempfile.TemporaryDirectory() as tmp:
-        done = render(spec, "embedded", cells, comparisons, store, tmp)
+        done = render(spec, "embedded", cells, comparisons, store, tmp, cache_dir=args.cache_dir)
         print()
         print(f"embedded digits model, {STEPS}-step DDIM teacher, {args.n} images per row (seeds 0-{args.n - 1}); "
               "MACs: paper convention (U-Net only, batch 1, attention matmuls not counted)")
@@ -139,21 +139,13 @@ def _print_and_report(args, spec, cells, comparisons, store, bundle, runs) -> No
             out = atomic_write_json(args.out, {"rows": rows, "comparisons": done.comparisons}, sort_keys=False,
                                     default=str)
             print(f"wrote {out}")
-        if not args.report:
-            return
+    samples = None
+    if args.report:
         seeds = list(range(min(8, args.n)))
-        grid = figures_samples.sample_grid(_grid(bundle, runs, seeds), Path(tmp) / "samples.png", seeds=seeds)
-        figures = [html.Figure(f["title"], done.folder / f["file"]) for f in done.files if f["file"].endswith(".png")]
-        notes = " ".join(ln for ln in done.markdown.splitlines()
-                         if ln and not ln.startswith("|") and not ln.startswith("#"))
-        table = html.Table.from_dataframe("results", done.table.rename_axis("row"), [
-            {k: v for k, v in p.items() if k in ("label", "status", "keys", "command", "note")}
-            for p in done.provenance], note=f"{args.n} images per row; {notes}")
-        report = html.Report(spec.title, [table, html.Figure("samples (teacher vs each method, same seeds)", grid),
-                                          *figures],
-                             intro="The main job of flexiffusion-bench (flexbench demo): every number from the "
-                                   "results store; provenance per row under the table.")
-        print(f"wrote {html.write_report(report, args.report)}")
+        samples = Samples(seeds, _grid(bundle, runs, seeds))
+    key = store_record(store, spec, "embedded", cells, comparisons, samples)   # what `flexbench report` renders
+    if args.report:
+        print(f"wrote {site.write_experiment(store, key, args.report, cache_dir=args.cache_dir)}")
 
 
 def register(sub) -> None:

@@ -77,12 +77,14 @@ def run(args) -> int:
         return 0
     from flexiffusion.threads import num_threads
 
+    from bench.experiments.record import store_record
     from bench.store import ResultStore
     from reports.experiment import render
 
     t0 = time.perf_counter()
     with ResultStore(args.store) as store, num_threads(args.threads):
         cells, comparisons = fill(spec, store, opts)
+        store_record(store, spec, model, cells, comparisons)   # what `flexbench report` renders again
         rendered = render(spec, model, cells, comparisons, store, args.out)
     print(rendered.markdown)
     counts = {s: sum(c.status == s for c in cells) for s in sorted({c.status for c in cells})}

@@ -10,13 +10,31 @@ class _NoFeatures(Exception):
     """A row's image features are not in the cache."""
 
 
-def compare_pair(a: str, b: str, cells: dict, store, options) -> Comparison:
-    from bench.cache import Cache, stable_hash
+def paired_difference(ka: str, kb: str, store, cache_dir=None, b: int = 200):
+    """FID(row ``ka``) - FID(row ``kb``) with a paired bootstrap over their images
+    (:class:`bench.quality.bootstrap.Spread`), from the image features both rows kept in the cache; None when the
+    cache does not hold them.  Stores nothing: :func:`compare_pair` stores a spec's pairs, a report computes the
+    differences against its reference row the same way (seeded: the same numbers)."""
+    from bench.cache import Cache
     from bench.quality import Extractor, FeatureSet
     from bench.quality.bootstrap import bootstrap_difference
     from bench.quality.sources import resolve_input
-    from bench.results import result_key
     from bench.rows import row_features
+
+    fa, fb = row_features(ka, cache_dir), row_features(kb, cache_dir)
+    if fa is None or fb is None:
+        return None
+    setting = store.get(ka)[0]["extra"]["setting"]
+    ex = Extractor(setting["extractor"])
+    real, label = resolve_input(setting["real"], "real")
+    ref = FeatureSet(real, ex, [ex.layer_for("fid")], source=label,
+                     cache=Cache(cache_dir)).features(ex.layer_for("fid"))
+    return bootstrap_difference(fa, fb, ref, b=b)
+
+
+def compare_pair(a: str, b: str, cells: dict, store, options) -> Comparison:
+    from bench.cache import stable_hash
+    from bench.results import result_key
 
     ca, cb = cells.get(a), cells.get(b)
     missing = [c.label for c in (ca, cb) if c is None or c.status not in ("measured", "reused")]
@@ -27,16 +45,10 @@ def compare_pair(a: str, b: str, cells: dict, store, options) -> Comparison:
                                              "interval": "normal"}))
 
     def rows() -> list[dict]:   # only when not stored: a stored comparison needs no features (a new cache)
-        fa, fb = row_features(ka, options.cache_dir), row_features(kb, options.cache_dir)
-        if fa is None or fb is None:
+        d = paired_difference(ka, kb, store, options.cache_dir, options.bootstrap)
+        if d is None:
             raise _NoFeatures
         first = store.get(ka)[0]
-        setting = first["extra"]["setting"]
-        ex = Extractor(setting["extractor"])
-        real, label = resolve_input(setting["real"], "real")
-        ref = FeatureSet(real, ex, [ex.layer_for("fid")], source=label,
-                         cache=Cache(options.cache_dir)).features(ex.layer_for("fid"))
-        d = bootstrap_difference(fa, fb, ref, b=options.bootstrap)
         common = {"experiment": "comparison", "method": f"{a} - {b}", "model": first["model"],
                   "weights": first["weights"], "n_images": first["n_images"], "seeds": first["seeds"],
                   "extra": {"a": ka, "b": kb, "b_resamples": d.b, "level": d.level, "paired": "same seeds",

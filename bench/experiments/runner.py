@@ -145,7 +145,15 @@ def _quality(spec, row, exp, bundle, store, options, ctx):
     if options.runs is not None:
         options.runs[row.label] = run
     keys = ([latency_key(bundle, run, setting)] if timed else []) + [row_key(bundle, run, setting, options.bootstrap)]
-    return keys, reused, run.plan
+    return keys, reused, run.plan, timesteps(bundle, run.scheduler, len(run.plan))
+
+
+def timesteps(bundle, scheduler, length: int) -> list[int]:
+    """The timesteps a plan of ``length`` steps runs at under ``scheduler`` (a registry name or a factory, as a
+    run's): where a schedule strip draws each step."""
+    from bench.generate import scheduler_maker
+
+    return [int(t) for t in scheduler_maker(scheduler)(bundle.scheduler_config, length).timesteps]
 
 
 def fill(spec: ExperimentSpec, store, options: Options) -> tuple[list[Cell], list[Comparison]]:
@@ -187,11 +195,12 @@ def fill(spec: ExperimentSpec, store, options: Options) -> tuple[list[Cell], lis
             continue
         if bundle is None:
             bundle = model_inputs(options, model).load()
-        quality_keys, reused, run_plan = _quality(spec, row, exp, bundle, store, options, ctx)
+        quality_keys, reused, run_plan, steps_at = _quality(spec, row, exp, bundle, store, options, ctx)
         # the measured row last (compare pairs read it there; the report lets it override the architecture's cost
         # cell: its MACs are counted on the model as it ran, ToMe applied, its real context length)
         cells.append(Cell(row.label, "reused" if reused else "measured", keys + quality_keys, "", note,
-                          run_plan.tokens()))
+                          run_plan.tokens(), timesteps=steps_at,
+                          base_grid=timesteps(bundle, "ddim", spec.teacher_steps)))
     return cells, _compare(spec, cells, store, options)
 
 
