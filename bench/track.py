@@ -97,17 +97,23 @@ def run_benchmark(tree: Path, out: Path, inject: str | None, benchmark: str = BE
     return tracked_of(out)
 
 
-@contextlib.contextmanager
-def worktree(rev: str, repo: Path):
-    """A detached temporary git worktree of ``rev``; removed afterwards."""
+def resolve(rev: str, repo: Path) -> str:
+    """The commit hash of ``rev`` (UserError naming it when the repository has no such commit)."""
     check = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=repo, capture_output=True,
                            text=True)
     if check.returncode != 0:
         raise UserError(f"--against {rev!r} is not a commit of the repository at {repo}: give a revision such as "
                         "HEAD, origin/main or a commit hash")
+    return check.stdout.strip()
+
+
+@contextlib.contextmanager
+def worktree(rev: str, repo: Path):
+    """A detached temporary git worktree of ``rev``; removed afterwards."""
+    commit = resolve(rev, repo)
     tmp = Path(tempfile.mkdtemp(prefix="flexbench-ref-"))
     path = tmp / "tree"
-    subprocess.run(["git", "worktree", "add", "--detach", str(path), check.stdout.strip()], cwd=repo, check=True,
+    subprocess.run(["git", "worktree", "add", "--detach", str(path), commit], cwd=repo, check=True,
                    capture_output=True)
     try:
         if not (path / BENCHMARK).exists():

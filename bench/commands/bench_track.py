@@ -23,6 +23,7 @@ def run_track(args) -> int:
 
         raise UserError(f"no {track.BENCHMARK} here: run bench-track from the repository's root")
     gates = track.load_gates(args.gates or track.GATES)
+    track.resolve(args.against, repo)   # a bad revision: one line before any progress bar
     inject = os.environ.get(track.INJECT_ENV) or None
     if inject:
         print(f"injected slowdown on the current tree only: {track.INJECT_ENV}={inject}")
