@@ -36,6 +36,7 @@ class Metric:
     field: bool = False                # a column of the store row (model, device), not a metric value
     floor: float | None = None         # the smallest value it can take (FID is a distance: 0); a bootstrap
                                        # interval is shown clipped there (reports.cells.interval says so)
+    ceiling: float | None = None       # the largest (SSIM: 1), likewise
 
     def format(self, value) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -88,9 +89,9 @@ register(
     Metric("clip_score", "CLIP score", "{:.2f}", "", "higher"),
     # per-image similarity to the teacher's image of the same seed, mean over images (bench.quality.similarity);
     # PSNR is inf for images equal to the teacher's, LPIPS the text "needs <file>" without its backbone's weights
-    Metric("psnr_db", "PSNR vs teacher (dB)", "{:.2f}", "dB", "higher"),
-    Metric("ssim", "SSIM vs teacher", "{:.4f}", "", "higher"),
-    Metric("lpips", "LPIPS vs teacher", "{:.4f}", "", "lower"),
+    Metric("psnr_db", "PSNR vs teacher (dB)", "{:.2f}", "dB", "higher", floor=0.0),
+    Metric("ssim", "SSIM vs teacher", "{:.4f}", "", "higher", ceiling=1.0),
+    Metric("lpips", "LPIPS vs teacher", "{:.4f}", "", "lower", floor=0.0),
     # memory of the row's generation pass (bench.cost.memory): CUDA max_memory_allocated, on the CPU the process's
     # peak resident set; the most bytes the step engine's feature cache held, per image of a batch
     Metric("peak_memory_mib", "peak memory (MiB)", "{:.1f}", "MiB", "lower"),

@@ -16,7 +16,7 @@ from .cells import CLIPPED, REFERENCE
 NUMBER = r"([-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?|inf)"
 # a value, its interval (the lower end may be clipped at the metric's floor: reports.cells.CLIPPED), or rFID's own
 # teacher saying it is the reference (reports.cells.REFERENCE)
-CELL_NUMBER = re.compile(rf"^({NUMBER}x?( \[{NUMBER}x?{CLIPPED}?, {NUMBER}x?\])?|{re.escape(REFERENCE)})$")
+CELL_NUMBER = re.compile(rf"^({NUMBER}x?( \[{NUMBER}x?{CLIPPED}?, {NUMBER}x?{CLIPPED}?\])?|{re.escape(REFERENCE)})$")
 CELL_MISSING = re.compile(r"^(search|needs weights|not yet filled: flexbench [a-z-]+|not stored|[a-z][\w /-]*) "
                           r"\[(\d+)\]$")
 FOOTNOTE = re.compile(r"^\[(\d+)\] fills it: `(.+)`\s*$")

@@ -250,8 +250,10 @@ def render(spec, model: str, cells, comparisons, store, out_dir, reference: str 
         df = _per_method(records, spec.columns)
     comp = _comparison_lines(comparisons, store)
     foot = [f"Model: {model}. Provenance of each row (src) in provenance.json."]
-    if {"fid", "rfid"} & set(spec.columns):
-        foot.append("FID/rFID: value [95% normal bootstrap interval over images: value -/+ 1.96 sd of B resamples].")
+    spread = [c for c in ("fid", "rfid", "psnr_db", "ssim", "lpips") if c in spec.columns]
+    if spread:
+        names = "/".join(header(c).split(" vs ")[0].split(" (")[0] for c in spread)
+        foot.append(f"{names}: value [95% normal bootstrap interval over images: value -/+ 1.96 sd of B resamples].")
     if "rfid" in spec.columns and (df == REFERENCE).any().any():
         foot.append(f"rFID {REFERENCE}: that row is rFID's teacher; its images are the reference images.")
     if df.map(lambda v: CLIPPED in str(v)).any().any():

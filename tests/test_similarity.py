@@ -234,3 +234,18 @@ def test_cache_probe_counts_the_features_a_full_step_keeps():
     with CacheProbe(bundle.unet) as probe:
         generate_images(bundle, Plan.full(4), seeds, batch_size=3, progress=False)
     assert probe.calls == 4 and probe.max_bytes == 0
+
+
+def test_similarity_intervals_stay_inside_the_metric_range():
+    """A normal interval that leaves the metric's range is clipped there and marked, never shown outside it: SSIM
+    above 1, PSNR / LPIPS below 0 (the footnote says why: reports.cells.CLIP_NOTE)."""
+    from reports.cells import CLIP_NOTE, CLIPPED, interval, with_spread
+
+    assert interval("ssim", {"ssim": 0.995, "ssim_sd": 0.004}) == pytest.approx((0.995 - 1.96 * 0.004, 1.0), abs=1e-4)
+    from reports.check import CELL_NUMBER
+
+    cell = with_spread("ssim", {"ssim": 0.995, "ssim_sd": 0.004})
+    assert cell.endswith(f"1.0000{CLIPPED}]") and CELL_NUMBER.match(cell)
+    assert with_spread("lpips", {"lpips": 0.01, "lpips_sd": 0.02}).startswith(f"0.0100 [0.0000{CLIPPED},")
+    assert CLIPPED not in with_spread("psnr_db", {"psnr_db": 37.0, "psnr_db_sd": 0.3})
+    assert "SSIM" in CLIP_NOTE and "never above 1" in CLIP_NOTE
